@@ -1,0 +1,368 @@
+//! The gateway's configuration (`chaperone.toml`).
+//!
+//! A complete, commented example lives in `deploy/chaperone.toml`; the tests load it,
+//! so it cannot drift from this code.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Errors while loading or checking the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config: {0}")]
+    Parse(#[from] toml::de::Error),
+    #[error("invalid config: {0}")]
+    Invalid(String),
+    #[error("secret {what}: environment variable {var} is not set")]
+    MissingEnv { what: String, var: String },
+    #[error("secret {what}: cannot read {path}: {source}")]
+    SecretFile {
+        what: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub gateway: GatewayConfig,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    #[serde(default)]
+    pub targets: BTreeMap<String, TargetConfig>,
+    #[serde(default)]
+    pub users: BTreeMap<String, UserConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// This gateway's name in the archive (each replica needs its own).
+    #[serde(default = "default_gateway_id")]
+    pub id: String,
+    /// Where agents connect with MySQL clients.
+    pub listen: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served. None: not served.
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_secs: u64,
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    #[serde(default = "default_connect_timeout")]
+    pub upstream_connect_timeout_secs: u64,
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_secs: u64,
+    /// The largest packet accepted from either side, in bytes.
+    #[serde(default = "default_max_packet_size")]
+    pub max_packet_size: usize,
+    /// `text` or `json`.
+    #[serde(default = "default_log_format")]
+    pub log_format: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain for the client-facing listener.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// PEM private key for `cert`.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// Generate a self-signed certificate at start (development only).
+    #[serde(default)]
+    pub self_signed: bool,
+    /// Refuse clients that do not upgrade to TLS.
+    #[serde(default)]
+    pub require: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// `host:port` of the MySQL / MariaDB server.
+    pub address: String,
+    /// The database user the gateway logs in as. Clients never see it.
+    pub user: String,
+    #[serde(flatten)]
+    pub password: SecretSource,
+    /// Let clients use LOAD DATA LOCAL INFILE on this target (off by default).
+    #[serde(default)]
+    pub allow_local_infile: bool,
+    #[serde(default)]
+    pub tls: UpstreamTls,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// `disabled` (default), or `verify` (TLS with the server's certificate
+    /// checked against `ca` and `server_name`).
+    #[serde(default)]
+    pub mode: UpstreamTlsMode,
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// The name to verify the certificate for (default: the address's host).
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamTlsMode {
+    #[default]
+    Disabled,
+    Verify,
+}
+
+/// A user declared in the gateway's config (the workload-identity issue adds OIDC).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// The target this user's sessions go to.
+    pub target: String,
+    #[serde(flatten)]
+    pub password: SecretSource,
+    /// `mysql_native_password` or `caching_sha2_password` (default).
+    #[serde(default = "default_user_plugin")]
+    pub plugin: String,
+}
+
+/// Where a secret comes from: the environment (preferred), a file, or inline.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Inline secrets are for tests and demos; prefer `password_env`.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretSource")
+            .field("password_env", &self.password_env)
+            .field("password_file", &self.password_file)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// A secret value. Its `Debug` never prints it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        Secret(bytes.into())
+    }
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl SecretSource {
+    /// Resolves the secret. `what` names it in errors (never its value).
+    pub fn resolve(&self, what: &str) -> Result<Secret, ConfigError> {
+        let set = [
+            self.password_env.is_some(),
+            self.password_file.is_some(),
+            self.password.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if set != 1 {
+            return Err(ConfigError::Invalid(format!(
+                "{what}: set exactly one of password_env, password_file, password"
+            )));
+        }
+        if let Some(var) = &self.password_env {
+            return std::env::var(var)
+                .map(|v| Secret::new(v.into_bytes()))
+                .map_err(|_| ConfigError::MissingEnv {
+                    what: what.to_string(),
+                    var: var.clone(),
+                });
+        }
+        if let Some(path) = &self.password_file {
+            let mut bytes = std::fs::read(path).map_err(|source| ConfigError::SecretFile {
+                what: what.to_string(),
+                path: path.clone(),
+                source,
+            })?;
+            while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                bytes.pop();
+            }
+            return Ok(Secret::new(bytes));
+        }
+        Ok(Secret::new(
+            self.password.clone().unwrap_or_default().into_bytes(),
+        ))
+    }
+}
+
+fn default_gateway_id() -> String {
+    "gateway-1".to_string()
+}
+fn default_max_connections() -> usize {
+    4096
+}
+fn default_handshake_timeout() -> u64 {
+    10
+}
+fn default_idle_timeout() -> u64 {
+    8 * 3600
+}
+fn default_connect_timeout() -> u64 {
+    5
+}
+fn default_shutdown_grace() -> u64 {
+    30
+}
+fn default_max_packet_size() -> usize {
+    64 << 20
+}
+fn default_log_format() -> String {
+    "text".to_string()
+}
+fn default_user_plugin() -> String {
+    crate::protocol::handshake::CACHING_SHA2_PASSWORD.to_string()
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: references between sections and value ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.targets.is_empty() {
+            return invalid(
+                "no [targets.*] configured: the gateway needs at least one database to forward to"
+                    .into(),
+            );
+        }
+        for (name, user) in &self.users {
+            if !self.targets.contains_key(&user.target) {
+                return invalid(format!(
+                    "users.{name}.target = \"{}\" but there is no [targets.{}]",
+                    user.target, user.target
+                ));
+            }
+            use crate::protocol::handshake::{CACHING_SHA2_PASSWORD, NATIVE_PASSWORD};
+            if user.plugin != NATIVE_PASSWORD && user.plugin != CACHING_SHA2_PASSWORD {
+                return invalid(format!(
+                    "users.{name}.plugin = \"{}\": use \"{NATIVE_PASSWORD}\" or \"{CACHING_SHA2_PASSWORD}\"",
+                    user.plugin
+                ));
+            }
+        }
+        for (name, target) in &self.targets {
+            if target.tls.mode == UpstreamTlsMode::Verify && target.tls.ca.is_none() {
+                return invalid(format!(
+                    "targets.{name}.tls: mode = \"verify\" needs `ca` (a PEM file of the CA that signed the server's certificate)"
+                ));
+            }
+        }
+        if let Some(tls) = &self.tls {
+            if !tls.self_signed && (tls.cert.is_none() || tls.key.is_none()) {
+                return invalid(
+                    "[tls] needs `cert` and `key` (PEM files), or `self_signed = true` for development".into(),
+                );
+            }
+        }
+        if self.gateway.max_packet_size < 1024 || self.gateway.max_packet_size > 1 << 30 {
+            return invalid("gateway.max_packet_size must be between 1 KiB and 1 GiB".into());
+        }
+        if !matches!(self.gateway.log_format.as_str(), "text" | "json") {
+            return invalid("gateway.log_format must be \"text\" or \"json\"".into());
+        }
+        Ok(())
+    }
+
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.gateway.handshake_timeout_secs)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.gateway.idle_timeout_secs)
+    }
+    pub fn upstream_connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.gateway.upstream_connect_timeout_secs)
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.gateway.shutdown_grace_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deploy_example_parses() {
+        let text = include_str!("../../deploy/chaperone.toml");
+        let config = Config::parse(text).unwrap();
+        assert!(!config.targets.is_empty());
+    }
+
+    #[test]
+    fn dangling_target_is_rejected_with_a_clear_message() {
+        let text = r#"
+            [gateway]
+            listen = "127.0.0.1:0"
+            [targets.db]
+            address = "127.0.0.1:3306"
+            user = "root"
+            password = ""
+            [users.app]
+            target = "nope"
+            password = "x"
+        "#;
+        let err = Config::parse(text).unwrap_err().to_string();
+        assert!(err.contains("users.app.target"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let s = SecretSource {
+            password: Some("hunter2".into()),
+            ..Default::default()
+        };
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert!(!format!("{:?}", s.resolve("x").unwrap()).contains("hunter2"));
+    }
+}

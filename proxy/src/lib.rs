@@ -1,0 +1,27 @@
+//! The Chaperone MySQL gateway.
+//!
+//! Agents connect with any MySQL client; the gateway authenticates them, opens
+//! its own connection to the target database with credentials the agent never
+//! sees, and forwards every command faithfully while handing each frame to the
+//! [`tap`] for recording.
+//!
+//! - [`server`]: listener, connection limit, shutdown;
+//! - [`session`]: one connection, from greeting to goodbye;
+//! - [`protocol`]: the wire format;
+//! - [`auth`]: who the client is; [`upstream`]: the gateway's own database login;
+//! - [`tap`], [`metrics`], [`tls`], [`config`].
+
+pub mod auth;
+pub mod config;
+pub mod metrics;
+pub mod protocol;
+pub mod registry;
+pub mod server;
+pub mod session;
+pub mod stream;
+pub mod tap;
+pub mod tls;
+pub mod upstream;
+
+pub use config::Config;
+pub use server::{Gateway, StartError};

@@ -1,0 +1,176 @@
+//! Prometheus metrics of the gateway, and the admin HTTP endpoint that serves them
+//! with the health checks.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabels {
+    pub command: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: &'static str,
+}
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    registry: Registry,
+    pub connections_total: Counter,
+    pub connections_active: Gauge,
+    pub commands_total: Family<CommandLabels, Counter>,
+    pub command_duration_seconds: Histogram,
+    pub bytes_total: Family<DirectionLabels, Counter>,
+    pub errors_total: Family<ErrorLabels, Counter>,
+    pub upstream_connect_failures_total: Counter,
+    pub auth_failures_total: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("chaperone");
+        let m = Metrics {
+            connections_total: Counter::default(),
+            connections_active: Gauge::default(),
+            commands_total: Family::default(),
+            command_duration_seconds: Histogram::new(
+                [
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ]
+                .into_iter(),
+            ),
+            bytes_total: Family::default(),
+            errors_total: Family::default(),
+            upstream_connect_failures_total: Counter::default(),
+            auth_failures_total: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "connections",
+            "Client connections accepted",
+            m.connections_total.clone(),
+        );
+        registry.register(
+            "connections_active",
+            "Client connections open now",
+            m.connections_active.clone(),
+        );
+        registry.register(
+            "commands",
+            "Commands received, by command",
+            m.commands_total.clone(),
+        );
+        registry.register(
+            "command_duration_seconds",
+            "Time from a command's arrival to the end of its response",
+            m.command_duration_seconds.clone(),
+        );
+        registry.register(
+            "bytes",
+            "Payload bytes relayed, by direction",
+            m.bytes_total.clone(),
+        );
+        registry.register(
+            "errors",
+            "Errors, by kind (protocol, upstream, auth, refused, tap)",
+            m.errors_total.clone(),
+        );
+        registry.register(
+            "upstream_connect_failures",
+            "Failed connections to a target database",
+            m.upstream_connect_failures_total.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Failed client authentications",
+            m.auth_failures_total.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn error(&self, kind: &'static str) {
+        self.errors_total.get_or_create(&ErrorLabels { kind }).inc();
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Serves `/metrics`, `/healthz` (the process is up) and `/readyz` (accepting
+/// connections) until `shutdown` resolves.
+pub async fn serve_admin(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<SocketAddr> {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        metrics.encode(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.load(Ordering::Relaxed);
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                    }
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "admin endpoint failed");
+        }
+    });
+    Ok(local)
+}

@@ -1,0 +1,170 @@
+//! The live sessions of this gateway, by the connection id shown to clients, so
+//! that `KILL [QUERY] <id>` reaches the right upstream connection.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// What KILL needs to know about a live session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveSession {
+    pub upstream_connection_id: u32,
+    /// `issuer` + `subject` of the identity: only the same identity may kill it.
+    pub owner: (String, String),
+    pub target: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    sessions: Mutex<HashMap<u32, LiveSession>>,
+}
+
+impl Registry {
+    pub fn insert(&self, connection_id: u32, session: LiveSession) {
+        self.sessions
+            .lock()
+            .expect("registry lock")
+            .insert(connection_id, session);
+    }
+
+    pub fn remove(&self, connection_id: u32) {
+        self.sessions
+            .lock()
+            .expect("registry lock")
+            .remove(&connection_id);
+    }
+
+    pub fn get(&self, connection_id: u32) -> Option<LiveSession> {
+        self.sessions
+            .lock()
+            .expect("registry lock")
+            .get(&connection_id)
+            .cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.lock().expect("registry lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// `KILL [HARD|SOFT] [CONNECTION|QUERY [ID]] <id>` as the gateway understands it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kill {
+    pub query_only: bool,
+    pub id: u64,
+}
+
+/// Does this SQL start with the KILL keyword (after whitespace and comments)?
+pub fn is_kill(sql: &[u8]) -> bool {
+    let s = skip_comments(sql);
+    s.len() >= 4
+        && s[..4].eq_ignore_ascii_case(b"kill")
+        && s.get(4)
+            .is_none_or(|b| !b.is_ascii_alphanumeric() && *b != b'_')
+}
+
+fn skip_comments(mut s: &[u8]) -> &[u8] {
+    loop {
+        let trimmed = s.trim_ascii_start();
+        if let Some(rest) = trimmed.strip_prefix(b"/*") {
+            if let Some(code) = rest.strip_prefix(b"!").or_else(|| rest.strip_prefix(b"M!")) {
+                // An executable comment is code: read on inside it, after the
+                // optional version number.
+                s = code.trim_ascii_start();
+                s = &s[s.iter().take_while(|b| b.is_ascii_digit()).count()..];
+                continue;
+            }
+            match rest.windows(2).position(|w| w == b"*/") {
+                Some(i) => s = &rest[i + 2..],
+                None => return b"",
+            }
+        } else if trimmed.starts_with(b"#") || trimmed.starts_with(b"-- ") {
+            match trimmed.iter().position(|b| *b == b'\n') {
+                Some(i) => s = &trimmed[i + 1..],
+                None => return b"",
+            }
+        } else {
+            return trimmed;
+        }
+    }
+}
+
+/// Parses a KILL statement; None when it is a form the gateway does not relay
+/// (`KILL USER`, expressions, executable comments, ...).
+pub fn parse_kill(sql: &[u8]) -> Option<Kill> {
+    let s = std::str::from_utf8(skip_comments(sql)).ok()?;
+    let s = s.trim_end().trim_end_matches(';');
+    let mut words = s
+        .split_ascii_whitespace()
+        .map(str::to_ascii_lowercase)
+        .peekable();
+    if words.next()? != "kill" {
+        return None;
+    }
+    if matches!(words.peek().map(String::as_str), Some("hard" | "soft")) {
+        words.next();
+    }
+    let mut query_only = false;
+    match words.peek().map(String::as_str) {
+        Some("connection") => {
+            words.next();
+        }
+        Some("query") => {
+            query_only = true;
+            words.next();
+            if words.peek().map(String::as_str) == Some("id") {
+                // MariaDB's KILL QUERY ID <query id> names a query, not a connection.
+                return None;
+            }
+        }
+        _ => {}
+    }
+    let id = words.next()?.parse().ok()?;
+    if words.next().is_some() {
+        return None;
+    }
+    Some(Kill { query_only, id })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kill_forms() {
+        assert_eq!(
+            parse_kill(b"KILL 5"),
+            Some(Kill {
+                query_only: false,
+                id: 5
+            })
+        );
+        assert_eq!(
+            parse_kill(b" kill query 12;"),
+            Some(Kill {
+                query_only: true,
+                id: 12
+            })
+        );
+        assert_eq!(
+            parse_kill(b"/* x */ KILL HARD CONNECTION 7"),
+            Some(Kill {
+                query_only: false,
+                id: 7
+            })
+        );
+        assert_eq!(parse_kill(b"KILL USER bob"), None);
+        assert_eq!(parse_kill(b"KILL QUERY ID 3"), None);
+        assert_eq!(parse_kill(b"KILL 1+1"), None);
+        assert!(is_kill(b"-- c\nKILL 1"));
+        assert!(is_kill(b"kill"));
+        assert!(!is_kill(b"killer()"));
+        assert!(!is_kill(b"SELECT 'KILL 1'"));
+        assert!(is_kill(b"/*!50000 KILL 1*/"));
+        assert!(is_kill(b"/*M!KILL 1*/"));
+        assert_eq!(parse_kill(b"/*!KILL 1*/"), None);
+    }
+}

@@ -1,0 +1,1334 @@
+//! One client connection, from greeting to goodbye: handshake and TLS,
+//! authentication, the upstream login, and the command loop that forwards every
+//! command and its response while handing each frame to the tap.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use chaperone_schemas::event::now_ns;
+use chaperone_schemas::{CommandSummary, Direction, Frame, SessionEnd, SessionStart, TapEvent};
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::auth::{AuthError, Grant, LoginContext, Proof};
+use crate::metrics::{CommandLabels, DirectionLabels};
+use crate::protocol::command::{self, *};
+use crate::protocol::exchange::{Exchange, ResponseFacts, Step};
+use crate::protocol::execute::{self, PreparedStatement};
+use crate::protocol::handshake::{
+    self, ClientHello, Greeting, CACHING_SHA2_PASSWORD, CLEAR_PASSWORD, FAST_AUTH_SUCCESS,
+    PERFORM_FULL_AUTHENTICATION, SCRAMBLE_LEN,
+};
+use crate::protocol::lenenc::Reader;
+use crate::protocol::response::{codes, encode_ok, ErrInfo, OkInfo, SERVER_STATUS_AUTOCOMMIT};
+use crate::protocol::{CapabilityFlags, Malformed, Packet, PacketCodec, PacketError};
+use crate::registry::{self, LiveSession};
+use crate::server::Shared;
+use crate::stream::Stream;
+use crate::upstream::{Upstream, UpstreamError, UpstreamRequest};
+
+type Conn = Framed<Stream, PacketCodec>;
+
+/// Why a session ended, as recorded.
+#[derive(Debug)]
+enum End {
+    ClientQuit,
+    ClientDisconnected,
+    UpstreamClosed(String),
+    IdleTimeout,
+    Shutdown,
+    Protocol(String),
+    AuthFailed,
+    /// COM_CHANGE_USER closed this session; a new one starts on the same connection.
+    ChangeUser,
+}
+
+impl End {
+    fn reason(&self) -> String {
+        match self {
+            End::ClientQuit => "client_quit".into(),
+            End::ClientDisconnected => "client_disconnected".into(),
+            End::UpstreamClosed(e) => format!("upstream_closed: {e}"),
+            End::IdleTimeout => "idle_timeout".into(),
+            End::Shutdown => "shutdown".into(),
+            End::Protocol(e) => format!("protocol_error: {e}"),
+            End::AuthFailed => "auth_failed".into(),
+            End::ChangeUser => "change_user".into(),
+        }
+    }
+}
+
+/// Errors that end a session.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("client: {0}")]
+    Client(PacketError),
+    #[error("client sent a malformed packet: {0}")]
+    ClientMalformed(Malformed),
+    #[error("database: {0}")]
+    Upstream(String),
+}
+
+/// Capabilities the gateway implements on the client-facing side. Not offered:
+/// compression, query attributes, optional metadata, MariaDB extensions.
+pub const GATEWAY_CAPABILITIES: CapabilityFlags = CapabilityFlags::CLIENT_LONG_PASSWORD
+    .union(CapabilityFlags::CLIENT_FOUND_ROWS)
+    .union(CapabilityFlags::CLIENT_LONG_FLAG)
+    .union(CapabilityFlags::CLIENT_CONNECT_WITH_DB)
+    .union(CapabilityFlags::CLIENT_ODBC)
+    .union(CapabilityFlags::CLIENT_IGNORE_SPACE)
+    .union(CapabilityFlags::CLIENT_PROTOCOL_41)
+    .union(CapabilityFlags::CLIENT_INTERACTIVE)
+    .union(CapabilityFlags::CLIENT_IGNORE_SIGPIPE)
+    .union(CapabilityFlags::CLIENT_TRANSACTIONS)
+    .union(CapabilityFlags::CLIENT_RESERVED)
+    .union(CapabilityFlags::CLIENT_SECURE_CONNECTION)
+    .union(CapabilityFlags::CLIENT_MULTI_STATEMENTS)
+    .union(CapabilityFlags::CLIENT_MULTI_RESULTS)
+    .union(CapabilityFlags::CLIENT_PS_MULTI_RESULTS)
+    .union(CapabilityFlags::CLIENT_PLUGIN_AUTH)
+    .union(CapabilityFlags::CLIENT_CONNECT_ATTRS)
+    .union(CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA)
+    .union(CapabilityFlags::CLIENT_SESSION_TRACK)
+    .union(CapabilityFlags::CLIENT_DEPRECATE_EOF);
+
+fn random_scramble() -> [u8; SCRAMBLE_LEN] {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    // Printable ASCII without NUL: some clients treat the scramble as a C string.
+    std::array::from_fn(|_| rng.random_range(0x21u8..0x7F))
+}
+
+async fn read_packet(conn: &mut Conn) -> Result<Option<Packet>, PacketError> {
+    conn.next().await.transpose()
+}
+
+/// Handles one client connection to the end. Never panics on bad input: every
+/// failure ends in an ERR packet or a closed connection, and a log line.
+pub async fn run(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let connection_id = shared.next_connection_id();
+    let span = tracing::info_span!("session", conn = connection_id, peer = %peer);
+    async move {
+        tcp.set_nodelay(true).ok();
+        let conn = Framed::new(
+            Stream::Plain(tcp),
+            PacketCodec::new(shared.config.gateway.max_packet_size),
+        );
+        let handshake = tokio::time::timeout(
+            shared.config.handshake_timeout(),
+            Session::handshake(&shared, conn, peer, connection_id),
+        )
+        .await;
+        let session = match handshake {
+            Ok(Ok(session)) => session,
+            Ok(Err(e)) => {
+                debug!(error = %e, "handshake ended");
+                return;
+            }
+            Err(_) => {
+                shared.metrics.error("handshake_timeout");
+                warn!("client did not finish its handshake in time; closing");
+                return;
+            }
+        };
+        session.serve(shutdown).await;
+    }
+    .instrument(span)
+    .await
+}
+
+/// A session after a successful login.
+struct Session {
+    shared: Arc<Shared>,
+    client: Conn,
+    upstream: Upstream,
+    connection_id: u32,
+    peer: SocketAddr,
+    /// Capabilities negotiated with the client.
+    caps: CapabilityFlags,
+    hello: ClientHello,
+    grant: Grant,
+    session_id: Arc<str>,
+    database: Option<String>,
+    statements: HashMap<u32, PreparedStatement>,
+    /// Next frame sequence number (per session, gap-free).
+    frame_seq: u64,
+    command_index: u64,
+    bytes_from_client: u64,
+    bytes_to_client: u64,
+    /// The part of `bytes_to_client` already added to the metrics.
+    bytes_to_client_reported: u64,
+    tls: bool,
+}
+
+/// Outcome of the authentication exchange.
+struct Login {
+    grant: Grant,
+    /// The sequence id for the gateway's next packet to the client.
+    seq: u8,
+}
+
+impl Session {
+    async fn handshake(
+        shared: &Arc<Shared>,
+        mut client: Conn,
+        peer: SocketAddr,
+        connection_id: u32,
+    ) -> Result<Session, SessionError> {
+        let scramble = random_scramble();
+        let server = shared.server_info();
+        let mut advertised =
+            GATEWAY_CAPABILITIES & (server.capabilities | CapabilityFlags::CLIENT_LONG_PASSWORD);
+        advertised |= CapabilityFlags::CLIENT_PROTOCOL_41
+            | CapabilityFlags::CLIENT_SECURE_CONNECTION
+            | CapabilityFlags::CLIENT_PLUGIN_AUTH;
+        if shared.tls.is_some() {
+            advertised |= CapabilityFlags::CLIENT_SSL;
+        }
+        if shared.any_local_infile {
+            advertised |= CapabilityFlags::CLIENT_LOCAL_FILES;
+        }
+        let greeting = Greeting {
+            server_version: &format!("{}-chaperone", server.version),
+            connection_id,
+            scramble: &scramble,
+            capabilities: advertised,
+            collation: server.collation,
+            auth_plugin: handshake::NATIVE_PASSWORD,
+        };
+        client
+            .send(Packet::new(0, greeting.encode()))
+            .await
+            .map_err(SessionError::Client)?;
+
+        let mut packet = match read_packet(&mut client)
+            .await
+            .map_err(SessionError::Client)?
+        {
+            Some(p) => p,
+            None => return Err(SessionError::Client(PacketError::Truncated)),
+        };
+        let mut tls = false;
+        if handshake::is_ssl_request(&packet.payload) {
+            let Some(acceptor) = &shared.tls else {
+                return Err(SessionError::ClientMalformed(Malformed::new(
+                    "SSLRequest",
+                    "TLS was not offered",
+                )));
+            };
+            let parts = client.into_parts();
+            if !parts.read_buf.is_empty() {
+                // Bytes sent after the SSLRequest but before TLS: a STARTTLS
+                // injection attempt. Never let them through.
+                shared.metrics.error("protocol");
+                warn!("client sent data before the TLS handshake; closing");
+                return Err(SessionError::ClientMalformed(Malformed::new(
+                    "SSLRequest",
+                    "data after the SSLRequest before TLS",
+                )));
+            }
+            let Stream::Plain(tcp) = parts.io else {
+                unreachable!("the client leg starts plain")
+            };
+            let tls_stream = acceptor.accept(tcp).await.map_err(|e| {
+                debug!(error = %e, "TLS handshake failed");
+                SessionError::Client(PacketError::Io(e))
+            })?;
+            client = Framed::new(
+                Stream::ServerTls(Box::new(tls_stream)),
+                PacketCodec::new(shared.config.gateway.max_packet_size),
+            );
+            tls = true;
+            packet = match read_packet(&mut client)
+                .await
+                .map_err(SessionError::Client)?
+            {
+                Some(p) => p,
+                None => return Err(SessionError::Client(PacketError::Truncated)),
+            };
+        }
+        let next_seq = packet.next_seq();
+        let hello = match ClientHello::parse(&packet.payload) {
+            Ok(h) => h,
+            Err(e) => {
+                shared.metrics.error("protocol");
+                warn!(error = %e, "bad handshake response");
+                let err = ErrInfo::new(codes::HANDSHAKE_ERROR, "08S01", "Bad handshake");
+                let _ = client.send(Packet::new(next_seq, err.encode())).await;
+                return Err(SessionError::ClientMalformed(e));
+            }
+        };
+        if shared.config.tls.as_ref().is_some_and(|t| t.require) && !tls {
+            let err = ErrInfo::new(
+                3159,
+                "08004",
+                "Connections using insecure transport are prohibited: connect with TLS (e.g. mariadb --ssl)",
+            );
+            let _ = client.send(Packet::new(next_seq, err.encode())).await;
+            return Err(SessionError::ClientMalformed(Malformed::new(
+                "handshake",
+                "TLS required",
+            )));
+        }
+        let caps = hello.capabilities & advertised;
+        let ctx = LoginContext {
+            user: hello.user.clone(),
+            tls,
+            peer,
+            nonce: scramble,
+        };
+        let login = match Self::authenticate(shared, &mut client, &hello, ctx, next_seq).await? {
+            Ok(login) => login,
+            Err((reason, seq)) => {
+                shared.metrics.auth_failures_total.inc();
+                warn!(user = %hello.user, reason = %reason, "authentication failed");
+                let err = ErrInfo::new(
+                    codes::ACCESS_DENIED,
+                    "28000",
+                    format!(
+                        "Access denied for user '{}'@'{}' (using password: YES)",
+                        hello.user,
+                        peer.ip()
+                    ),
+                );
+                let _ = client.send(Packet::new(seq, err.encode())).await;
+                return Err(SessionError::ClientMalformed(Malformed::new(
+                    "login",
+                    "access denied",
+                )));
+            }
+        };
+        let mut session_attrs = hello.connect_attrs.clone();
+        let upstream = match Self::open_upstream(
+            shared,
+            &login.grant,
+            caps,
+            &hello,
+            hello.database.as_deref(),
+            &mut session_attrs,
+        )
+        .await
+        {
+            Ok(u) => u,
+            Err(err) => {
+                let _ = client.send(Packet::new(login.seq, err.encode())).await;
+                return Err(SessionError::Upstream(err.message));
+            }
+        };
+        let ok = encode_ok(
+            OkInfo {
+                status: SERVER_STATUS_AUTOCOMMIT,
+                ..Default::default()
+            },
+            caps,
+        );
+        client
+            .send(Packet::new(login.seq, ok))
+            .await
+            .map_err(SessionError::Client)?;
+        client.set_backpressure_boundary(64 * 1024);
+        let mut session = Session {
+            shared: shared.clone(),
+            client,
+            upstream,
+            connection_id,
+            peer,
+            caps,
+            database: hello.database.clone(),
+            hello,
+            grant: login.grant,
+            session_id: Arc::from(""),
+            statements: HashMap::new(),
+            frame_seq: 0,
+            command_index: 0,
+            bytes_from_client: 0,
+            bytes_to_client: 0,
+            bytes_to_client_reported: 0,
+            tls,
+        };
+        session.start_record();
+        Ok(session)
+    }
+
+    /// Runs the authentication exchange. The outer error ends the connection
+    /// (I/O, protocol); the inner error is a refusal with the reason and the
+    /// sequence id for the ERR packet.
+    async fn authenticate(
+        shared: &Arc<Shared>,
+        client: &mut Conn,
+        hello: &ClientHello,
+        mut ctx: LoginContext,
+        mut seq: u8,
+    ) -> Result<Result<Login, (String, u8)>, SessionError> {
+        let auth = &shared.authenticator;
+        let plugin = auth.plugin_for(&hello.user);
+        let mut response = hello.auth_response.clone();
+        if hello.auth_plugin.as_deref() != Some(plugin) {
+            // Switch the client to the plugin this user needs, with a fresh nonce.
+            let nonce = if plugin == CLEAR_PASSWORD {
+                Vec::new()
+            } else {
+                ctx.nonce = random_scramble();
+                let mut n = ctx.nonce.to_vec();
+                n.push(0);
+                n
+            };
+            if plugin == CLEAR_PASSWORD && !ctx.tls && !shared.allow_cleartext_without_tls(&ctx) {
+                return Ok(Err((
+                    "clear-text password offered over a connection without TLS".into(),
+                    seq,
+                )));
+            }
+            client
+                .send(Packet::new(
+                    seq,
+                    handshake::encode_auth_switch(plugin, &nonce),
+                ))
+                .await
+                .map_err(SessionError::Client)?;
+            let Some(p) = read_packet(client).await.map_err(SessionError::Client)? else {
+                return Err(SessionError::Client(PacketError::Truncated));
+            };
+            seq = p.next_seq();
+            response = p.payload.to_vec();
+        }
+        let result = if plugin == CLEAR_PASSWORD {
+            let password = response.strip_suffix(&[0]).unwrap_or(&response);
+            auth.authenticate(&ctx, Proof::Cleartext(password)).await
+        } else if plugin == CACHING_SHA2_PASSWORD
+            && ctx.tls
+            && auth.wants_full_auth(&hello.user)
+            && !response.is_empty()
+        {
+            client
+                .send(Packet::new(
+                    seq,
+                    handshake::encode_auth_more_data(&[PERFORM_FULL_AUTHENTICATION]),
+                ))
+                .await
+                .map_err(SessionError::Client)?;
+            let Some(p) = read_packet(client).await.map_err(SessionError::Client)? else {
+                return Err(SessionError::Client(PacketError::Truncated));
+            };
+            seq = p.next_seq();
+            let password = p.payload.strip_suffix(&[0]).unwrap_or(&p.payload);
+            auth.authenticate(&ctx, Proof::Cleartext(password)).await
+        } else {
+            let r = auth
+                .authenticate(
+                    &ctx,
+                    Proof::Scramble {
+                        plugin,
+                        data: &response,
+                    },
+                )
+                .await;
+            if r.is_ok() && plugin == CACHING_SHA2_PASSWORD && !response.is_empty() {
+                client
+                    .send(Packet::new(
+                        seq,
+                        handshake::encode_auth_more_data(&[FAST_AUTH_SUCCESS]),
+                    ))
+                    .await
+                    .map_err(SessionError::Client)?;
+                seq = seq.wrapping_add(1);
+            }
+            r
+        };
+        Ok(match result {
+            Ok(grant) => Ok(Login { grant, seq }),
+            Err(AuthError::Refused(reason)) => Err((reason, seq)),
+            Err(e) => Err((e.to_string(), seq)),
+        })
+    }
+
+    /// Opens the upstream connection for a grant. On failure, the ERR packet for
+    /// the client (which never names the gateway's own database user).
+    async fn open_upstream(
+        shared: &Arc<Shared>,
+        grant: &Grant,
+        caps: CapabilityFlags,
+        hello: &ClientHello,
+        database: Option<&str>,
+        attrs: &mut BTreeMap<String, String>,
+    ) -> Result<Upstream, ErrInfo> {
+        let Some(target) = shared.targets.get(&grant.target) else {
+            return Err(ErrInfo::new(
+                codes::ACCESS_DENIED,
+                "28000",
+                format!("Chaperone: target '{}' is not configured", grant.target),
+            ));
+        };
+        attrs.insert("chaperone_identity".into(), grant.identity.subject.clone());
+        attrs.insert("chaperone_gateway".into(), shared.config.gateway.id.clone());
+        let req = UpstreamRequest {
+            capabilities: caps,
+            collation: hello.collation,
+            max_packet_size: hello.max_packet_size,
+            database,
+            connect_attrs: attrs,
+            timeout: shared.config.upstream_connect_timeout(),
+            max_packet: shared.config.gateway.max_packet_size,
+        };
+        match target.connect(&req).await {
+            Ok(upstream) => {
+                shared.observe_server(&upstream.greeting);
+                Ok(upstream)
+            }
+            Err(e) => {
+                shared.metrics.upstream_connect_failures_total.inc();
+                warn!(target = %target.name, error = %e, "upstream connection failed");
+                Err(match e {
+                    // Errors about the client's own request pass through.
+                    UpstreamError::Refused(err) if err.code == 1049 => err,
+                    UpstreamError::Refused(err) => ErrInfo::new(
+                        codes::ACCESS_DENIED,
+                        "28000",
+                        format!(
+                            "Chaperone: the database of target '{}' refused the gateway's login (error {}); ask the gateway's operator to check the target's credentials",
+                            target.name, err.code
+                        ),
+                    ),
+                    other => ErrInfo::new(
+                        2003,
+                        "HY000",
+                        format!(
+                            "Chaperone: cannot reach the database of target '{}': {other}. Retry later, or ask the gateway's operator",
+                            target.name
+                        ),
+                    ),
+                })
+            }
+        }
+    }
+
+    fn start_record(&mut self) {
+        self.session_id = Arc::from(new_session_id().as_str());
+        let identity = &self.grant.identity;
+        self.shared.registry.insert(
+            self.connection_id,
+            LiveSession {
+                upstream_connection_id: self.upstream.greeting.connection_id,
+                owner: (identity.issuer.clone(), identity.subject.clone()),
+                target: self.grant.target.clone(),
+            },
+        );
+        let target = self.shared.targets.get(&self.grant.target);
+        info!(
+            session = %self.session_id,
+            identity = %identity.subject,
+            target = %self.grant.target,
+            tls = self.tls,
+            "session started"
+        );
+        self.shared
+            .tap
+            .record(TapEvent::SessionStart(Box::new(SessionStart {
+                session_id: self.session_id.to_string(),
+                connection_id: self.connection_id,
+                upstream_connection_id: self.upstream.greeting.connection_id,
+                started_at_ns: now_ns(),
+                gateway_id: self.shared.config.gateway.id.clone(),
+                identity: identity.clone(),
+                client_user: self.hello.user.clone(),
+                target: self.grant.target.clone(),
+                upstream_user: target.map(|t| t.user.clone()).unwrap_or_default(),
+                database: self.database.clone(),
+                client_addr: self.peer.to_string(),
+                client_tls: self.tls,
+                upstream_tls: self.upstream.conn.get_ref().is_tls(),
+                connect_attrs: self.hello.connect_attrs.clone(),
+            })));
+    }
+
+    fn end_record(&mut self, end: &End) {
+        self.shared.registry.remove(self.connection_id);
+        info!(session = %self.session_id, reason = %end.reason(), commands = self.command_index, "session ended");
+        self.shared
+            .tap
+            .record(TapEvent::SessionEnd(Box::new(SessionEnd {
+                session_id: self.session_id.to_string(),
+                ended_at_ns: now_ns(),
+                reason: end.reason(),
+                commands: self.command_index,
+                frames: self.frame_seq,
+                bytes_from_client: self.bytes_from_client,
+                bytes_to_client: self.bytes_to_client,
+            })));
+    }
+
+    fn frame(&mut self, direction: Direction, payload: Bytes) -> Frame {
+        let frame = Frame {
+            session_id: self.session_id.clone(),
+            seq: self.frame_seq,
+            command_index: self.command_index,
+            time_ns: now_ns(),
+            direction,
+            payload,
+        };
+        self.frame_seq += 1;
+        frame
+    }
+
+    /// The command loop.
+    async fn serve(mut self, shutdown: CancellationToken) {
+        let idle = self.shared.config.idle_timeout();
+        let end = loop {
+            let next = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break End::Shutdown,
+                r = tokio::time::timeout(idle, read_packet(&mut self.client)) => r,
+            };
+            let packet = match next {
+                Err(_) => {
+                    let err = ErrInfo::new(
+                        4031,
+                        "HY000",
+                        "The client was disconnected by the gateway because of inactivity (idle_timeout_secs)",
+                    );
+                    let _ = self.client.send(Packet::new(0, err.encode())).await;
+                    break End::IdleTimeout;
+                }
+                Ok(Ok(Some(p))) => p,
+                Ok(Ok(None)) => break End::ClientDisconnected,
+                Ok(Err(e)) => {
+                    self.shared.metrics.error("protocol");
+                    warn!(error = %e, "bad packet from client");
+                    if let PacketError::TooLarge { .. } = e {
+                        let err = ErrInfo::new(
+                            codes::PACKET_TOO_LARGE,
+                            "08S01",
+                            format!("Got a packet bigger than the gateway's max_packet_size: {e}"),
+                        );
+                        let _ = self.client.send(Packet::new(1, err.encode())).await;
+                    }
+                    break End::Protocol(e.to_string());
+                }
+            };
+            if packet.seq != 0 {
+                self.shared.metrics.error("protocol");
+                warn!(
+                    seq = packet.seq,
+                    "command packet with a non-zero sequence id"
+                );
+                break End::Protocol(format!("command with sequence id {}", packet.seq));
+            }
+            match self.command(packet).await {
+                Ok(None) => {}
+                Ok(Some(end)) => break end,
+                Err(SessionError::Client(e)) => {
+                    debug!(error = %e, "client went away");
+                    break End::ClientDisconnected;
+                }
+                Err(SessionError::ClientMalformed(e)) => break End::Protocol(e.to_string()),
+                Err(SessionError::Upstream(e)) => {
+                    self.shared.metrics.error("upstream");
+                    warn!(error = %e, "lost the database connection");
+                    let err = ErrInfo::new(
+                        2013,
+                        "HY000",
+                        format!("Chaperone: lost the connection to the database: {e}"),
+                    );
+                    let _ = self.client.send(Packet::new(1, err.encode())).await;
+                    break End::UpstreamClosed(e);
+                }
+            }
+        };
+        if !matches!(end, End::UpstreamClosed(_)) {
+            let _ = self
+                .upstream
+                .conn
+                .send(Packet::new(0, vec![COM_QUIT]))
+                .await;
+        }
+        self.end_record(&end);
+    }
+
+    /// Handles one command. `Ok(Some(end))` ends the session.
+    async fn command(&mut self, packet: Packet) -> Result<Option<End>, SessionError> {
+        let started = Instant::now();
+        let started_ns = now_ns();
+        let code = packet.header().unwrap_or(0xFF);
+        self.shared
+            .metrics
+            .commands_total
+            .get_or_create(&CommandLabels {
+                command: command::name(code),
+            })
+            .inc();
+        self.bytes_from_client += packet.payload.len() as u64;
+        self.shared
+            .metrics
+            .bytes_total
+            .get_or_create(&DirectionLabels {
+                direction: "client_to_server",
+            })
+            .inc_by(packet.payload.len() as u64);
+        let mut summary = CommandSummary {
+            session_id: self.session_id.to_string(),
+            command_index: self.command_index,
+            started_at_ns: started_ns,
+            command: command::name(code).to_string(),
+            database: self.database.clone(),
+            ..Default::default()
+        };
+        let frame = self.frame(Direction::ClientToServer, packet.payload.clone());
+        if let Err(e) = self.shared.tap.record_request(TapEvent::Frame(frame)) {
+            // Fail closed: nothing runs unrecorded.
+            self.shared.metrics.error("tap");
+            warn!(error = %e, "recording unavailable; command refused");
+            let err = ErrInfo::new(
+                codes::REFUSED_BY_POLICY,
+                "HY000",
+                format!("Chaperone: the command was not executed because it cannot be recorded ({e}); retry later"),
+            );
+            return self.refuse(summary, code, err).await;
+        }
+
+        let mut forward = packet.payload.clone();
+        match code {
+            COM_QUIT => {
+                self.finish(summary, started, None);
+                return Ok(Some(End::ClientQuit));
+            }
+            _ if command::is_replication(code) => {
+                let err = ErrInfo::new(
+                    codes::NOT_SUPPORTED,
+                    "42000",
+                    format!(
+                        "Chaperone: {} is refused: replication streams bypass the gateway's recording and masking",
+                        command::name(code)
+                    ),
+                );
+                return self.refuse(summary, code, err).await;
+            }
+            COM_CHANGE_USER => return self.change_user(packet, summary, started).await,
+            COM_QUERY => {
+                let sql = &packet.payload[1..];
+                summary.sql = Some(String::from_utf8_lossy(sql).into_owned());
+                if registry::is_kill(sql) {
+                    match self.rewrite_kill(registry::parse_kill(sql)) {
+                        Ok(rewritten) => forward = rewritten,
+                        Err(err) => return self.refuse(summary, code, err).await,
+                    }
+                }
+            }
+            COM_PROCESS_KILL => {
+                let id = Reader::new(&packet.payload[1..], "COM_PROCESS_KILL").u32();
+                let kill = id.ok().map(|id| registry::Kill {
+                    query_only: false,
+                    id: id as u64,
+                });
+                match self.rewrite_kill(kill) {
+                    Ok(_) => {
+                        let upstream_id = self
+                            .shared
+                            .registry
+                            .get(kill.expect("rewrite succeeded").id as u32)
+                            .expect("rewrite succeeded")
+                            .upstream_connection_id;
+                        let mut p = vec![COM_PROCESS_KILL];
+                        p.extend_from_slice(&upstream_id.to_le_bytes());
+                        forward = Bytes::from(p);
+                    }
+                    Err(err) => return self.refuse(summary, code, err).await,
+                }
+            }
+            COM_STMT_PREPARE => {
+                summary.sql = Some(String::from_utf8_lossy(&packet.payload[1..]).into_owned());
+            }
+            COM_STMT_EXECUTE => {
+                let id = execute::statement_id(&packet.payload).ok();
+                let stmt = id.and_then(|id| self.statements.get_mut(&id));
+                let Some(stmt) = stmt else {
+                    return self.refuse(summary, code, unknown_statement(id)).await;
+                };
+                summary.statement_id = id;
+                summary.sql = Some(stmt.sql.clone());
+                match execute::parse(&packet.payload, stmt) {
+                    Ok(exec) => summary.params = exec.params,
+                    Err(e) => {
+                        self.shared.metrics.error("protocol");
+                        warn!(error = %e, "malformed COM_STMT_EXECUTE refused");
+                        let err = ErrInfo::new(
+                            codes::MALFORMED_PACKET,
+                            "08S01",
+                            format!("Chaperone: {e}"),
+                        );
+                        return self.refuse(summary, code, err).await;
+                    }
+                }
+            }
+            COM_STMT_SEND_LONG_DATA | COM_STMT_CLOSE | COM_STMT_RESET | COM_STMT_FETCH => {
+                let id = execute::statement_id(&packet.payload).ok();
+                summary.statement_id = id;
+                let known = id.and_then(|id| self.statements.get_mut(&id));
+                match (code, known) {
+                    (COM_STMT_SEND_LONG_DATA, Some(stmt)) => {
+                        let param = Reader::new(&packet.payload[5..], "COM_STMT_SEND_LONG_DATA")
+                            .u16()
+                            .map_err(SessionError::ClientMalformed)?
+                            as usize;
+                        if let Some(flag) = stmt.long_data.get_mut(param) {
+                            *flag = true;
+                        }
+                    }
+                    (COM_STMT_CLOSE, Some(_)) => {
+                        self.statements.remove(&id.expect("known"));
+                    }
+                    (COM_STMT_RESET, Some(stmt)) => {
+                        stmt.long_data.iter_mut().for_each(|f| *f = false);
+                    }
+                    (COM_STMT_FETCH, Some(_)) => {}
+                    // No response to these, whatever happens: drop silently, as
+                    // the server would.
+                    (COM_STMT_SEND_LONG_DATA | COM_STMT_CLOSE, None) => {
+                        self.finish(summary, started, None);
+                        return Ok(None);
+                    }
+                    (_, None) => return self.refuse(summary, code, unknown_statement(id)).await,
+                    _ => unreachable!("codes matched above"),
+                }
+            }
+            COM_RESET_CONNECTION => {
+                self.statements.clear();
+            }
+            COM_INIT_DB | COM_PING | COM_FIELD_LIST | COM_STATISTICS | COM_SET_OPTION
+            | COM_REFRESH | COM_DEBUG => {}
+            _ => {
+                let err = ErrInfo::new(
+                    codes::UNKNOWN_COMMAND,
+                    "08S01",
+                    format!("Chaperone: unknown or unsupported command 0x{code:02X}"),
+                );
+                return self.refuse(summary, code, err).await;
+            }
+        }
+
+        // Forward the request, then relay the response.
+        self.upstream
+            .conn
+            .send(Packet::new(0, forward))
+            .await
+            .map_err(|e| SessionError::Upstream(e.to_string()))?;
+        let facts = self.relay_response(code).await?;
+        if facts.error.is_none() {
+            match code {
+                COM_STMT_PREPARE => {
+                    if let Some((id, params, columns)) = facts.prepared {
+                        self.statements.insert(
+                            id,
+                            PreparedStatement {
+                                sql: summary.sql.clone().unwrap_or_default(),
+                                num_params: params,
+                                num_columns: columns,
+                                bound_types: None,
+                                long_data: vec![false; params as usize],
+                            },
+                        );
+                        summary.statement_id = Some(id);
+                    }
+                }
+                COM_INIT_DB => {
+                    self.database =
+                        Some(String::from_utf8_lossy(&packet.payload[1..]).into_owned());
+                }
+                COM_QUERY => {
+                    if let Some(db) = use_database(&packet.payload[1..]) {
+                        self.database = Some(db);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.finish(summary, started, Some(facts));
+        Ok(None)
+    }
+
+    /// Reads the server's response to the command just forwarded and relays it.
+    async fn relay_response(&mut self, code: u8) -> Result<ResponseFacts, SessionError> {
+        let mut exchange = Exchange::new(
+            code,
+            self.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF),
+        );
+        let mut upstream_seq: u8 = 1;
+        let mut client_seq: u8 = 1;
+        while !exchange.is_done() {
+            let packet = match self.upstream.conn.next().await {
+                Some(Ok(p)) => p,
+                Some(Err(e)) => return Err(SessionError::Upstream(e.to_string())),
+                None => {
+                    return Err(SessionError::Upstream(
+                        "the database closed the connection".into(),
+                    ))
+                }
+            };
+            if packet.seq != upstream_seq {
+                return Err(SessionError::Upstream(format!(
+                    "packet sequence out of order: expected {upstream_seq}, got {}",
+                    packet.seq
+                )));
+            }
+            upstream_seq = packet.next_seq();
+            let step = exchange
+                .on_packet(&packet.payload)
+                .map_err(|e| SessionError::Upstream(e.to_string()))?;
+            if step == Step::LocalInfile {
+                match self.local_infile(packet, upstream_seq, client_seq).await? {
+                    Some((u, c)) => {
+                        upstream_seq = u;
+                        client_seq = c;
+                        exchange.resume_after_local_infile();
+                        continue;
+                    }
+                    None => {
+                        let err = ErrInfo::new(
+                            codes::NOT_SUPPORTED,
+                            "42000",
+                            "Chaperone: LOAD DATA LOCAL INFILE is not allowed through this gateway (enable allow_local_infile on the target)",
+                        );
+                        let payload = Bytes::from(err.encode());
+                        let frame = self.frame(Direction::ServerToClient, payload.clone());
+                        self.shared.tap.record(TapEvent::Frame(frame));
+                        self.client
+                            .send(Packet::new(client_seq, payload))
+                            .await
+                            .map_err(SessionError::Client)?;
+                        let mut facts = exchange.into_facts();
+                        facts.error = Some(err);
+                        return Ok(facts);
+                    }
+                }
+            }
+            let outgoing = Packet::new(client_seq, packet.payload);
+            client_seq = outgoing.next_seq();
+            self.bytes_to_client += outgoing.payload.len() as u64;
+            let frame = self.frame(Direction::ServerToClient, outgoing.payload.clone());
+            self.shared.tap.record(TapEvent::Frame(frame));
+            if step == Step::Done {
+                self.client
+                    .send(outgoing)
+                    .await
+                    .map_err(SessionError::Client)?;
+            } else {
+                self.client
+                    .feed(outgoing)
+                    .await
+                    .map_err(SessionError::Client)?;
+            }
+        }
+        Ok(exchange.into_facts())
+    }
+
+    /// LOAD DATA LOCAL INFILE: the server asked for a file. Relayed only when the
+    /// target allows it and the client negotiated it; the gateway never reads a
+    /// file itself. Returns the next sequence ids (upstream, client) when relayed,
+    /// None when refused (the server got an empty file and its answer was read).
+    async fn local_infile(
+        &mut self,
+        request: Packet,
+        mut upstream_seq: u8,
+        mut client_seq: u8,
+    ) -> Result<Option<(u8, u8)>, SessionError> {
+        let allowed = self
+            .shared
+            .targets
+            .get(&self.grant.target)
+            .is_some_and(|t| t.allow_local_infile)
+            && self.caps.contains(CapabilityFlags::CLIENT_LOCAL_FILES);
+        if !allowed {
+            // Answer the server with an empty file, and tell the client why.
+            warn!("database asked for a local file; refused (allow_local_infile is off)");
+            self.upstream
+                .conn
+                .send(Packet::new(upstream_seq, Bytes::new()))
+                .await
+                .map_err(|e| SessionError::Upstream(e.to_string()))?;
+            // Consume the server's answer to the empty file.
+            let mut ex = Exchange::new(COM_PING, false);
+            while !ex.is_done() {
+                match self.upstream.conn.next().await {
+                    Some(Ok(p)) => {
+                        ex.on_packet(&p.payload)
+                            .map_err(|e| SessionError::Upstream(e.to_string()))?;
+                    }
+                    Some(Err(e)) => return Err(SessionError::Upstream(e.to_string())),
+                    None => return Err(SessionError::Upstream("closed".into())),
+                }
+            }
+            return Ok(None);
+        }
+        let out = Packet::new(client_seq, request.payload);
+        client_seq = out.next_seq();
+        self.client.send(out).await.map_err(SessionError::Client)?;
+        loop {
+            let p = match read_packet(&mut self.client)
+                .await
+                .map_err(SessionError::Client)?
+            {
+                Some(p) => p,
+                None => return Err(SessionError::Client(PacketError::Truncated)),
+            };
+            let empty = p.payload.is_empty();
+            let frame = self.frame(Direction::ClientToServer, p.payload.clone());
+            self.shared
+                .tap
+                .record_request(TapEvent::Frame(frame))
+                .map_err(|e| SessionError::Upstream(e.to_string()))?;
+            let out = Packet::new(upstream_seq, p.payload);
+            upstream_seq = out.next_seq();
+            client_seq = client_seq.wrapping_add(1);
+            self.upstream
+                .conn
+                .send(out)
+                .await
+                .map_err(|e| SessionError::Upstream(e.to_string()))?;
+            if empty {
+                return Ok(Some((upstream_seq, client_seq)));
+            }
+        }
+    }
+
+    /// Answers a command with an error without forwarding it.
+    async fn refuse(
+        &mut self,
+        mut summary: CommandSummary,
+        _code: u8,
+        err: ErrInfo,
+    ) -> Result<Option<End>, SessionError> {
+        let payload = Bytes::from(err.encode());
+        let frame = self.frame(Direction::ServerToClient, payload.clone());
+        self.shared.tap.record(TapEvent::Frame(frame));
+        self.bytes_to_client += payload.len() as u64;
+        self.client
+            .send(Packet::new(1, payload))
+            .await
+            .map_err(SessionError::Client)?;
+        self.shared.metrics.error("refused");
+        summary.refused = true;
+        summary.error_code = Some(err.code);
+        summary.error_message = Some(err.message);
+        self.command_index += 1;
+        self.shared.tap.record(TapEvent::Command(Box::new(summary)));
+        Ok(None)
+    }
+
+    fn finish(
+        &mut self,
+        mut summary: CommandSummary,
+        started: Instant,
+        facts: Option<ResponseFacts>,
+    ) {
+        let elapsed = started.elapsed();
+        self.shared
+            .metrics
+            .bytes_total
+            .get_or_create(&DirectionLabels {
+                direction: "server_to_client",
+            })
+            .inc_by(self.bytes_to_client - self.bytes_to_client_reported);
+        self.bytes_to_client_reported = self.bytes_to_client;
+        self.shared
+            .metrics
+            .command_duration_seconds
+            .observe(elapsed.as_secs_f64());
+        if let Some(f) = facts {
+            summary.rows_returned = f.rows;
+            summary.rows_affected = f.affected_rows;
+            summary.last_insert_id = f.last_insert_id;
+            summary.warnings = f.warnings;
+            summary.result_columns = f.columns;
+            if let Some(e) = f.error {
+                summary.error_code = Some(e.code);
+                summary.error_message = Some(e.message);
+            }
+        }
+        summary.duration_ns = elapsed.as_nanos() as u64;
+        self.command_index += 1;
+        self.shared.tap.record(TapEvent::Command(Box::new(summary)));
+    }
+
+    /// Maps a client-visible connection id in KILL to the upstream one.
+    fn rewrite_kill(&self, kill: Option<registry::Kill>) -> Result<Bytes, ErrInfo> {
+        let Some(kill) = kill else {
+            return Err(ErrInfo::new(
+                codes::NOT_SUPPORTED,
+                "42000",
+                "Chaperone: only KILL [CONNECTION | QUERY] <connection id> is supported through the gateway",
+            ));
+        };
+        let live = u32::try_from(kill.id)
+            .ok()
+            .and_then(|id| self.shared.registry.get(id))
+            .ok_or_else(|| {
+                ErrInfo::new(
+                    codes::NO_SUCH_THREAD,
+                    "HY000",
+                    format!("Unknown thread id: {}", kill.id),
+                )
+            })?;
+        let me = &self.grant.identity;
+        if live.owner != (me.issuer.clone(), me.subject.clone()) || live.target != self.grant.target
+        {
+            return Err(ErrInfo::new(
+                codes::KILL_DENIED,
+                "HY000",
+                format!("You are not owner of thread {}", kill.id),
+            ));
+        }
+        let sql = format!(
+            "KILL {}{}",
+            if kill.query_only {
+                "QUERY "
+            } else {
+                "CONNECTION "
+            },
+            live.upstream_connection_id
+        );
+        let mut p = vec![COM_QUERY];
+        p.extend_from_slice(sql.as_bytes());
+        Ok(Bytes::from(p))
+    }
+
+    /// COM_CHANGE_USER: a new login on the same connection. The identity is
+    /// established anew (never inherited) and a new upstream session is opened.
+    async fn change_user(
+        &mut self,
+        packet: Packet,
+        summary: CommandSummary,
+        started: Instant,
+    ) -> Result<Option<End>, SessionError> {
+        let parsed = parse_change_user(&packet.payload, self.caps);
+        let (user, database, collation, attrs) = match parsed {
+            Ok(v) => v,
+            Err(e) => {
+                let err = ErrInfo::new(codes::MALFORMED_PACKET, "08S01", format!("Chaperone: {e}"));
+                self.refuse(summary, COM_CHANGE_USER, err).await?;
+                return Ok(Some(End::Protocol(e.to_string())));
+            }
+        };
+        self.finish(summary, started, None);
+        let mut hello = self.hello.clone();
+        hello.user = user;
+        hello.database = database.clone();
+        if let Some(c) = collation {
+            hello.collation = c;
+        }
+        if let Some(a) = attrs {
+            hello.connect_attrs = a;
+        }
+        // Always switch to the user's plugin with a fresh nonce.
+        hello.auth_plugin = None;
+        let ctx = LoginContext {
+            user: hello.user.clone(),
+            tls: self.tls,
+            peer: self.peer,
+            nonce: random_scramble(),
+        };
+        let login = Self::authenticate(&self.shared, &mut self.client, &hello, ctx, 1).await?;
+        let login = match login {
+            Ok(l) => l,
+            Err((reason, seq)) => {
+                self.shared.metrics.auth_failures_total.inc();
+                warn!(user = %hello.user, reason = %reason, "change user: authentication failed");
+                let err = ErrInfo::new(
+                    codes::ACCESS_DENIED,
+                    "28000",
+                    format!(
+                        "Access denied for user '{}'@'{}' (using password: YES)",
+                        hello.user,
+                        self.peer.ip()
+                    ),
+                );
+                let _ = self.client.send(Packet::new(seq, err.encode())).await;
+                return Ok(Some(End::AuthFailed));
+            }
+        };
+        let mut attrs = hello.connect_attrs.clone();
+        let upstream = match Self::open_upstream(
+            &self.shared,
+            &login.grant,
+            self.caps,
+            &hello,
+            database.as_deref(),
+            &mut attrs,
+        )
+        .await
+        {
+            Ok(u) => u,
+            Err(err) => {
+                let _ = self.client.send(Packet::new(login.seq, err.encode())).await;
+                return Ok(Some(End::UpstreamClosed(err.message)));
+            }
+        };
+        // The old session ends here; the new identity gets a new session record.
+        let _ = self
+            .upstream
+            .conn
+            .send(Packet::new(0, vec![COM_QUIT]))
+            .await;
+        self.end_record(&End::ChangeUser);
+        self.upstream = upstream;
+        self.hello = hello;
+        self.grant = login.grant;
+        self.database = database;
+        self.statements.clear();
+        self.frame_seq = 0;
+        self.command_index = 0;
+        self.bytes_from_client = 0;
+        self.bytes_to_client = 0;
+        self.bytes_to_client_reported = 0;
+        self.start_record();
+        let ok = encode_ok(
+            OkInfo {
+                status: SERVER_STATUS_AUTOCOMMIT,
+                ..Default::default()
+            },
+            self.caps,
+        );
+        self.client
+            .send(Packet::new(login.seq, ok))
+            .await
+            .map_err(SessionError::Client)?;
+        Ok(None)
+    }
+}
+
+fn unknown_statement(id: Option<u32>) -> ErrInfo {
+    ErrInfo::new(
+        codes::UNKNOWN_STMT_HANDLER,
+        "HY000",
+        format!(
+            "Unknown prepared statement handler ({}) given to the gateway",
+            id.map_or("?".to_string(), |i| i.to_string())
+        ),
+    )
+}
+
+/// The database a successful `USE db` switched to.
+fn use_database(sql: &[u8]) -> Option<String> {
+    let s = std::str::from_utf8(sql)
+        .ok()?
+        .trim()
+        .trim_end_matches(';')
+        .trim();
+    let (kw, rest) = s.split_once(|c: char| c.is_ascii_whitespace())?;
+    if !kw.eq_ignore_ascii_case("use") {
+        return None;
+    }
+    let db = rest.trim();
+    let db = db
+        .strip_prefix('`')
+        .and_then(|d| d.strip_suffix('`'))
+        .map(|d| d.replace("``", "`"))
+        .unwrap_or_else(|| db.to_string());
+    (!db.is_empty() && !db.contains(char::is_whitespace)).then_some(db)
+}
+
+/// The fields of COM_CHANGE_USER the gateway uses: user, database, collation,
+/// connect attributes. The auth response is ignored: the gateway always asks
+/// again with a fresh nonce.
+#[allow(clippy::type_complexity)]
+fn parse_change_user(
+    payload: &[u8],
+    caps: CapabilityFlags,
+) -> Result<
+    (
+        String,
+        Option<String>,
+        Option<u8>,
+        Option<BTreeMap<String, String>>,
+    ),
+    Malformed,
+> {
+    let mut r = Reader::new(payload, "COM_CHANGE_USER");
+    r.u8()?;
+    let user = String::from_utf8(r.null_str()?.to_vec())
+        .map_err(|_| Malformed::new("COM_CHANGE_USER", "user name is not UTF-8"))?;
+    if caps.contains(CapabilityFlags::CLIENT_SECURE_CONNECTION) {
+        let len = r.u8()? as usize;
+        r.bytes(len)?;
+    } else {
+        r.null_str()?;
+    }
+    let db = r.null_str()?;
+    let database = (!db.is_empty()).then(|| String::from_utf8_lossy(db).into_owned());
+    let mut collation = None;
+    let mut attrs = None;
+    if !r.is_empty() {
+        collation = Some(r.u16()? as u8);
+        if caps.contains(CapabilityFlags::CLIENT_PLUGIN_AUTH) && !r.is_empty() {
+            r.null_str()?;
+        }
+        if caps.contains(CapabilityFlags::CLIENT_CONNECT_ATTRS) && !r.is_empty() {
+            let block = r.lenenc_str()?;
+            let mut ar = Reader::new(block, "connect attributes");
+            let mut map = BTreeMap::new();
+            while !ar.is_empty() {
+                let k = String::from_utf8_lossy(ar.lenenc_str()?).into_owned();
+                let v = String::from_utf8_lossy(ar.lenenc_str()?).into_owned();
+                map.insert(k, v);
+            }
+            attrs = Some(map);
+        }
+    }
+    Ok((user, database, collation, attrs))
+}
+
+/// A new session id: time-ordered (so the archive sorts by it) and unique.
+fn new_session_id() -> String {
+    use rand::Rng;
+    let ms = now_ns() / 1_000_000;
+    let r: u64 = rand::rng().random();
+    format!("{ms:012x}-{r:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn use_database_forms() {
+        assert_eq!(use_database(b"USE shop"), Some("shop".into()));
+        assert_eq!(use_database(b"use `my db`;"), None);
+        assert_eq!(use_database(b"use `a``b`"), Some("a`b".into()));
+        assert_eq!(use_database(b"SELECT 1"), None);
+    }
+
+    #[test]
+    fn change_user_parsing() {
+        let mut p = vec![COM_CHANGE_USER];
+        p.extend_from_slice(b"bob\0");
+        p.push(3);
+        p.extend_from_slice(&[1, 2, 3]);
+        p.extend_from_slice(b"shop\0");
+        p.extend_from_slice(&45u16.to_le_bytes());
+        p.extend_from_slice(b"mysql_native_password\0");
+        let caps = CapabilityFlags::CLIENT_SECURE_CONNECTION | CapabilityFlags::CLIENT_PLUGIN_AUTH;
+        let (u, db, c, a) = parse_change_user(&p, caps).unwrap();
+        assert_eq!(u, "bob");
+        assert_eq!(db.as_deref(), Some("shop"));
+        assert_eq!(c, Some(45));
+        assert!(a.is_none());
+        assert!(parse_change_user(&p[..6], caps).is_err());
+    }
+
+    #[test]
+    fn session_ids_sort_by_time() {
+        let a = new_session_id();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = new_session_id();
+        assert!(a < b);
+    }
+}

@@ -1,0 +1,1 @@
+//! The Chaperone audit service: HTTP API and web UI over the archive.

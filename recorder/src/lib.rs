@@ -1,0 +1,1 @@
+//! The Chaperone archive: spool, Parquet segments, manifests, and the read side.

@@ -1,0 +1,1 @@
+//! Terminal replay, re-execution against a target, and session diff.

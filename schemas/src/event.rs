@@ -1,0 +1,133 @@
+//! The tap's vocabulary: what the gateway hands to the recorder.
+//!
+//! A session produces, in order: one [`SessionStart`], then for each command the
+//! [`Frame`]s exchanged (client request first) and one [`CommandSummary`], and
+//! finally one [`SessionEnd`]. Frame sequence numbers are per session, start at 0
+//! and have no gaps: a missing number in the archive is a lost frame.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::identity::Identity;
+
+/// Which way a frame travelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// From the agent to the database (a request).
+    ClientToServer,
+    /// From the database to the agent (a response, as delivered to the agent).
+    ServerToClient,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::ClientToServer => "client_to_server",
+            Direction::ServerToClient => "server_to_client",
+        }
+    }
+}
+
+/// A session has been authenticated and its upstream connection opened.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionStart {
+    pub session_id: String,
+    /// The gateway's own connection id, as shown to the client.
+    pub connection_id: u32,
+    /// The upstream server's thread id for this session.
+    pub upstream_connection_id: u32,
+    /// Unix time in nanoseconds.
+    pub started_at_ns: i64,
+    pub gateway_id: String,
+    pub identity: Identity,
+    /// The MySQL user name the client logged in with (it names the target).
+    pub client_user: String,
+    pub target: String,
+    pub upstream_user: String,
+    pub database: Option<String>,
+    pub client_addr: String,
+    pub client_tls: bool,
+    pub upstream_tls: bool,
+    /// Connection attributes the client sent (`program_name`, `_client_version`, ...).
+    pub connect_attrs: BTreeMap<String, String>,
+}
+
+/// One logical MySQL packet, as delivered.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub session_id: std::sync::Arc<str>,
+    /// Per-session, gap-free, starting at 0.
+    pub seq: u64,
+    /// The index of the command this frame belongs to (0 for the first command).
+    pub command_index: u64,
+    /// Unix time in nanoseconds.
+    pub time_ns: i64,
+    pub direction: Direction,
+    /// The packet's payload, without the 4-byte header. Multi-packet payloads
+    /// (16 MiB and more) are joined.
+    pub payload: Bytes,
+}
+
+/// What one command did, computed on the gateway's hot path from the frames.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CommandSummary {
+    pub session_id: String,
+    pub command_index: u64,
+    /// Unix time in nanoseconds when the request arrived.
+    pub started_at_ns: i64,
+    pub duration_ns: u64,
+    /// The command's name (`COM_QUERY`, `COM_STMT_EXECUTE`, ...).
+    pub command: String,
+    /// SQL text for COM_QUERY and COM_STMT_PREPARE; the prepared text for EXECUTE.
+    pub sql: Option<String>,
+    /// The statement id for binary-protocol commands.
+    pub statement_id: Option<u32>,
+    /// Parameters of a COM_STMT_EXECUTE, rendered as SQL literals.
+    pub params: Vec<String>,
+    /// The database in use when the command ran.
+    pub database: Option<String>,
+    pub rows_returned: u64,
+    pub rows_affected: u64,
+    pub last_insert_id: u64,
+    pub warnings: u16,
+    pub error_code: Option<u16>,
+    pub error_message: Option<String>,
+    pub result_columns: Vec<String>,
+    /// Set when the gateway answered the command itself (refused, or handled
+    /// locally) instead of forwarding it.
+    pub refused: bool,
+}
+
+/// A session is over.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionEnd {
+    pub session_id: String,
+    pub ended_at_ns: i64,
+    /// Why it ended: `client_quit`, `client_disconnected`, `upstream_closed`,
+    /// `idle_timeout`, `shutdown`, `protocol_error: ...`, `change_user`.
+    pub reason: String,
+    pub commands: u64,
+    pub frames: u64,
+    pub bytes_from_client: u64,
+    pub bytes_to_client: u64,
+}
+
+/// Everything the tap carries.
+#[derive(Debug, Clone)]
+pub enum TapEvent {
+    SessionStart(Box<SessionStart>),
+    Frame(Frame),
+    Command(Box<CommandSummary>),
+    SessionEnd(Box<SessionEnd>),
+}
+
+/// Unix time now, in nanoseconds.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
