@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Brings up everything the test suite talks to, on a fresh Debian/Ubuntu machine
+# or an already prepared one (every step is idempotent and skips what is there):
+#   - MariaDB server and client (started if not running), sysbench, haproxy, tmux
+#   - Python client libraries (PyMySQL, mysql-connector-python, mysqlclient,
+#     pyarrow, duckdb, moto) from tests/requirements.txt
+#   - Node packages (mysql2, oidc-provider) from tests/clients/package.json
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# --- Debian packages --------------------------------------------------------
+need_pkgs=()
+command -v mariadb >/dev/null || need_pkgs+=(mariadb-client)
+command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need_pkgs+=(mariadb-server)
+command -v sysbench >/dev/null || need_pkgs+=(sysbench)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_pkgs+=(haproxy)
+command -v tmux >/dev/null || need_pkgs+=(tmux)
+command -v pkg-config >/dev/null || need_pkgs+=(pkg-config)
+dpkg -s libmariadb-dev >/dev/null 2>&1 || need_pkgs+=(libmariadb-dev)
+command -v node >/dev/null || need_pkgs+=(nodejs npm)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  log "installing Debian packages: ${need_pkgs[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+# --- MariaDB ----------------------------------------------------------------
+if ! mariadb -h127.0.0.1 -P3306 -uroot -e 'SELECT 1' >/dev/null 2>&1; then
+  log "starting MariaDB on 127.0.0.1:3306"
+  if [ ! -d /var/lib/mysql/mysql ]; then
+    as_root mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
+  fi
+  as_root mkdir -p /run/mysqld && as_root chown mysql:mysql /run/mysqld 2>/dev/null || true
+  as_root start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql
+  for _ in $(seq 1 60); do
+    mariadb -h127.0.0.1 -P3306 -uroot -e 'SELECT 1' >/dev/null 2>&1 && break
+    # A fresh install may only allow root over the socket: open TCP for root.
+    as_root mariadb -uroot -e "ALTER USER 'root'@'localhost' IDENTIFIED VIA mysql_native_password USING PASSWORD('') OR unix_socket" >/dev/null 2>&1 || true
+    sleep 1
+  done
+  mariadb -h127.0.0.1 -P3306 -uroot -e 'SELECT 1' >/dev/null \
+    || { echo "MariaDB did not come up on 127.0.0.1:3306: see /var/log/mysql/ or run 'mariadbd --user=mysql' by hand" >&2; exit 1; }
+fi
+# Large-packet tests send 20 MiB values.
+mariadb -h127.0.0.1 -P3306 -uroot -e "SET GLOBAL max_allowed_packet = 67108864; SET GLOBAL local_infile = 1" >/dev/null
+
+# --- Python clients ---------------------------------------------------------
+if ! python3 -c 'import pymysql, mysql.connector, MySQLdb, pyarrow, duckdb, moto' >/dev/null 2>&1; then
+  log "installing Python test clients (tests/requirements.txt)"
+  python3 -m pip install -q -r tests/requirements.txt
+fi
+
+# --- Node clients -----------------------------------------------------------
+if [ ! -d tests/clients/node_modules ] || [ tests/clients/package.json -nt tests/clients/node_modules ]; then
+  log "installing Node test clients (tests/clients/package.json)"
+  (cd tests/clients && npm install --no-audit --no-fund --silent)
+  touch tests/clients/node_modules
+fi
+log "test environment ready"
