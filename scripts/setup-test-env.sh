@@ -28,22 +28,7 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 fi
 
 # --- MariaDB ----------------------------------------------------------------
-if ! mariadb -h127.0.0.1 -P3306 -uroot -e 'SELECT 1' >/dev/null 2>&1; then
-  log "starting MariaDB on 127.0.0.1:3306"
-  if [ ! -d /var/lib/mysql/mysql ]; then
-    as_root mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
-  fi
-  as_root mkdir -p /run/mysqld && as_root chown mysql:mysql /run/mysqld 2>/dev/null || true
-  as_root start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql
-  for _ in $(seq 1 60); do
-    mariadb -h127.0.0.1 -P3306 -uroot -e 'SELECT 1' >/dev/null 2>&1 && break
-    # A fresh install may only allow root over the socket: open TCP for root.
-    as_root mariadb -uroot -e "ALTER USER 'root'@'localhost' IDENTIFIED VIA mysql_native_password USING PASSWORD('') OR unix_socket" >/dev/null 2>&1 || true
-    sleep 1
-  done
-  mariadb -h127.0.0.1 -P3306 -uroot -e 'SELECT 1' >/dev/null \
-    || { echo "MariaDB did not come up on 127.0.0.1:3306: see /var/log/mysql/ or run 'mariadbd --user=mysql' by hand" >&2; exit 1; }
-fi
+scripts/ensure-mariadb.sh
 # Large-packet tests send 20 MiB values.
 mariadb -h127.0.0.1 -P3306 -uroot -e "SET GLOBAL max_allowed_packet = 67108864; SET GLOBAL local_infile = 1" >/dev/null
 
