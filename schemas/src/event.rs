@@ -99,6 +99,39 @@ pub struct CommandSummary {
     /// Set when the gateway answered the command itself (refused, or handled
     /// locally) instead of forwarding it.
     pub refused: bool,
+
+    // --- Statement facts (archive issue, read side fills these). ---------------
+    /// Normalised SQL (literals removed, whitespace folded), stable across runs.
+    #[serde(default)]
+    pub digest: Option<String>,
+    /// `read`, `write`, `ddl`, `admin`, `transaction` or `other`.
+    #[serde(default)]
+    pub statement_class: Option<String>,
+    /// Tables read, qualified with the current database (`db.table`).
+    #[serde(default)]
+    pub tables_read: Vec<String>,
+    /// Tables written, qualified with the current database (`db.table`).
+    #[serde(default)]
+    pub tables_written: Vec<String>,
+    /// Set when the SQL could not be parsed (the parser's message); the facts
+    /// above are then empty, never guessed.
+    #[serde(default)]
+    pub parse_error: Option<String>,
+    /// Hex SHA-256 over the result as delivered (column definitions and rows).
+    #[serde(default)]
+    pub result_hash: Option<String>,
+
+    // --- Guardrails (filled by the guardrail issue; recorded as given). --------
+    /// The guardrail decision (`allowed`, `denied`, `approved`, ...). None: the
+    /// archive writes `refused` or `allowed` from [`CommandSummary::refused`].
+    #[serde(default)]
+    pub verdict: Option<String>,
+    /// Why the verdict was reached (rule name, approver, ...).
+    #[serde(default)]
+    pub verdict_reason: Option<String>,
+    /// Columns masked in the result, as `column:rule`.
+    #[serde(default)]
+    pub masked_columns: Vec<String>,
 }
 
 /// A session is over.

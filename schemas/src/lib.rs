@@ -1,18 +1,27 @@
 //! The Chaperone archive format, v1.
 //!
 //! Everything that writes or reads the archive goes through this crate, so the format
-//! is defined in exactly one place:
+//! is defined in exactly one place (the data engineer's view is `schemas/README.md`):
 //! - [`identity`]: who an agent is, as recorded on every session;
 //! - [`event`]: what the gateway hands to the recorder (the tap's vocabulary);
-//!
-//! The Arrow schemas, the object layout and the manifest format are added by the
-//! archive issue; see `schemas/README.md`.
+//! - [`tables`]: the Arrow schemas of `sessions`, `statements` and `frames`;
+//! - [`rows`]: tap events to Arrow record batches;
+//! - [`layout`]: object paths and partitions in the store;
+//! - [`manifest`]: per-segment manifests, their hash chain and signature.
 
 pub mod event;
 pub mod identity;
+pub mod layout;
+pub mod manifest;
+pub mod rows;
+pub mod tables;
 
-/// The version of the archive format written by this build.
+/// The version of the archive format written by this build; the first element of
+/// every object path.
 pub const FORMAT_VERSION: &str = "v1";
 
 pub use event::{CommandSummary, Direction, Frame, SessionEnd, SessionStart, TapEvent};
 pub use identity::{AuthMethod, Identity};
+pub use layout::{Layout, Partition};
+pub use manifest::Manifest;
+pub use tables::Table;
