@@ -101,10 +101,15 @@ pub struct CommandSummary {
     pub refused: bool,
 
     // --- Statement facts (archive issue, read side fills these). ---------------
-    /// Normalised SQL (literals removed, whitespace folded), stable across runs.
+    /// Hex hash of `normalized_sql`: group statements by it.
     #[serde(default)]
     pub digest: Option<String>,
-    /// `read`, `write`, `ddl`, `admin`, `transaction` or `other`.
+    /// Normalised SQL (literals replaced by `?`, whitespace folded, keywords
+    /// upper-cased, IN-lists collapsed), stable across runs.
+    #[serde(default)]
+    pub normalized_sql: Option<String>,
+    /// `read`, `write`, `ddl`, `admin`, `transaction`, `session`, `other` or
+    /// `unparsed` (see `chaperone_proxy::sql::StatementClass`).
     #[serde(default)]
     pub statement_class: Option<String>,
     /// Tables read, qualified with the current database (`db.table`).
@@ -113,8 +118,9 @@ pub struct CommandSummary {
     /// Tables written, qualified with the current database (`db.table`).
     #[serde(default)]
     pub tables_written: Vec<String>,
-    /// Set when the SQL could not be parsed (the parser's message); the facts
-    /// above are then empty, never guessed.
+    /// Set when the SQL (or one statement of a multi-statement packet) could not
+    /// be parsed: the parser's message. The tables of an unparsed statement are
+    /// not listed, never guessed.
     #[serde(default)]
     pub parse_error: Option<String>,
     /// Hex SHA-256 over the result as delivered (column definitions and rows).

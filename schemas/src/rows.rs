@@ -176,6 +176,7 @@ pub struct StatementRows {
     statement_id: Int64Builder,
     params: ListBuilder<StringBuilder>,
     digest: StringBuilder,
+    normalized_sql: StringBuilder,
     statement_class: StringBuilder,
     tables_read: ListBuilder<StringBuilder>,
     tables_written: ListBuilder<StringBuilder>,
@@ -225,6 +226,7 @@ impl StatementRows {
             statement_id: Int64Builder::new(),
             params: list_builder(),
             digest: StringBuilder::new(),
+            normalized_sql: StringBuilder::new(),
             statement_class: StringBuilder::new(),
             tables_read: list_builder(),
             tables_written: list_builder(),
@@ -285,6 +287,8 @@ impl StatementRows {
             .append_option(summary.statement_id.map(i64::from));
         append_list(&mut self.params, &summary.params);
         self.digest.append_option(summary.digest.as_ref());
+        self.normalized_sql
+            .append_option(summary.normalized_sql.as_ref());
         self.statement_class
             .append_option(summary.statement_class.as_ref());
         append_list(&mut self.tables_read, &summary.tables_read);
@@ -332,6 +336,7 @@ impl StatementRows {
             Arc::new(self.statement_id.finish()),
             Arc::new(self.params.finish()),
             Arc::new(self.digest.finish()),
+            Arc::new(self.normalized_sql.finish()),
             Arc::new(self.statement_class.finish()),
             Arc::new(self.tables_read.finish()),
             Arc::new(self.tables_written.finish()),

@@ -183,6 +183,7 @@ pub mod statements {
     pub const PARAMS: &str = "params";
     pub const DATABASE: &str = "database";
     pub const DIGEST: &str = "digest";
+    pub const NORMALIZED_SQL: &str = "normalized_sql";
     pub const STATEMENT_CLASS: &str = "statement_class";
     pub const TABLES_READ: &str = "tables_read";
     pub const TABLES_WRITTEN: &str = "tables_written";
@@ -290,6 +291,7 @@ pub fn statements_schema() -> SchemaRef {
                     int64(STATEMENT_ID, true),
                     list(PARAMS),
                     utf8(DIGEST, true),
+                    utf8(NORMALIZED_SQL, true),
                     utf8(STATEMENT_CLASS, true),
                     list(TABLES_READ),
                     list(TABLES_WRITTEN),
