@@ -43,6 +43,26 @@ pub struct Grant {
     pub identity: Identity,
     /// The target the session goes to.
     pub target: String,
+    /// The database user the gateway logs in as; None: the target's own `user`.
+    pub upstream_user: Option<String>,
+    /// Databases the session may start in; None: any.
+    pub databases: Option<Vec<String>>,
+    /// When the session must end (the role's longest session, or the expiry of
+    /// the credentials that established it); None: no limit.
+    pub deadline: Option<std::time::SystemTime>,
+}
+
+impl Grant {
+    /// A grant without limits: the target's own database user, any database.
+    pub fn new(identity: Identity, target: impl Into<String>) -> Self {
+        Grant {
+            identity,
+            target: target.into(),
+            upstream_user: None,
+            databases: None,
+            deadline: None,
+        }
+    }
 }
 
 /// Why authentication failed. The client only ever sees a generic "Access denied";
@@ -116,6 +136,13 @@ impl ConfigUsers {
     }
 }
 
+impl ConfigUsers {
+    /// Whether `user` is declared in `[users.*]`.
+    pub fn contains(&self, user: &str) -> bool {
+        self.users.contains_key(user)
+    }
+}
+
 #[async_trait::async_trait]
 impl Authenticator for ConfigUsers {
     fn plugin_for(&self, user: &str) -> &'static str {
@@ -150,10 +177,10 @@ impl Authenticator for ConfigUsers {
         if !ok {
             return Err(AuthError::WrongPassword);
         }
-        Ok(Grant {
-            identity: Identity::config_user(&ctx.user),
-            target: user.target.clone(),
-        })
+        Ok(Grant::new(
+            Identity::config_user(&ctx.user),
+            user.target.clone(),
+        ))
     }
 }
 

@@ -42,6 +42,17 @@ pub struct Config {
     pub targets: BTreeMap<String, TargetConfig>,
     #[serde(default)]
     pub users: BTreeMap<String, UserConfig>,
+    /// Workload identity: `[identity]`, `[issuers.*]`, `[roles.*]`, `[jit]`, `[api]`.
+    #[serde(default)]
+    pub identity: crate::identity::config::IdentityConfig,
+    #[serde(default)]
+    pub issuers: BTreeMap<String, crate::identity::config::IssuerConfig>,
+    #[serde(default)]
+    pub roles: BTreeMap<String, crate::identity::config::RoleConfig>,
+    #[serde(default)]
+    pub jit: crate::identity::config::JitConfig,
+    #[serde(default)]
+    pub api: Option<crate::identity::config::ApiConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -104,6 +115,11 @@ pub struct TargetConfig {
     pub allow_local_infile: bool,
     #[serde(default)]
     pub tls: UpstreamTls,
+    /// More database users the gateway may log in as on this target, chosen by
+    /// role (`[roles.R.targets.T] upstream_user`): `[targets.T.users.NAME]` with
+    /// `password_env` / `password_file` / `password`.
+    #[serde(default)]
+    pub users: BTreeMap<String, SecretSource>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -305,6 +321,7 @@ impl Config {
                 );
             }
         }
+        crate::identity::config::validate(self)?;
         if self.gateway.max_packet_size < 1024 || self.gateway.max_packet_size > 1 << 30 {
             return invalid("gateway.max_packet_size must be between 1 KiB and 1 GiB".into());
         }

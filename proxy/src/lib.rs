@@ -8,11 +8,13 @@
 //! - [`server`]: listener, connection limit, shutdown;
 //! - [`session`]: one connection, from greeting to goodbye;
 //! - [`protocol`]: the wire format;
-//! - [`auth`]: who the client is; [`upstream`]: the gateway's own database login;
+//! - [`auth`]: who the client is; [`identity`]: workload identity (OIDC tokens,
+//!   roles, just-in-time credentials); [`upstream`]: the gateway's own database login;
 //! - [`tap`], [`metrics`], [`tls`], [`config`].
 
 pub mod auth;
 pub mod config;
+pub mod identity;
 pub mod metrics;
 pub mod protocol;
 pub mod registry;

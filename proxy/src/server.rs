@@ -95,10 +95,10 @@ impl Shared {
         }
     }
 
-    /// Clear-text passwords without TLS: never, unless the workload-identity
-    /// configuration allows it on loopback.
-    pub fn allow_cleartext_without_tls(&self, _ctx: &LoginContext) -> bool {
-        false
+    /// Clear-text passwords without TLS: never, unless `[identity]
+    /// allow_cleartext_without_tls` is set and the client is on loopback.
+    pub fn allow_cleartext_without_tls(&self, ctx: &LoginContext) -> bool {
+        self.config.identity.allow_cleartext_without_tls && ctx.peer.ip().is_loopback()
     }
 }
 

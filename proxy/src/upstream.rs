@@ -25,6 +25,8 @@ pub struct Target {
     pub address: String,
     pub user: String,
     password: Secret,
+    /// More users the gateway may log in as, chosen per role.
+    users: BTreeMap<String, Secret>,
     pub allow_local_infile: bool,
     tls: Option<(
         tokio_rustls::TlsConnector,
@@ -58,6 +60,16 @@ impl Target {
             address: config.address.clone(),
             user: config.user.clone(),
             password: config.password.resolve(&format!("targets.{name}"))?,
+            users: config
+                .users
+                .iter()
+                .map(|(u, secret)| {
+                    Ok((
+                        u.clone(),
+                        secret.resolve(&format!("targets.{name}.users.{u}"))?,
+                    ))
+                })
+                .collect::<Result<_, ConfigError>>()?,
             allow_local_infile: config.allow_local_infile,
             tls: upstream_connector(&config.tls, &config.address).map_err(|source| {
                 TargetError::Tls {
@@ -89,6 +101,8 @@ pub enum UpstreamError {
     Plugin(String),
     #[error("protocol error from the database: {0}")]
     Protocol(String),
+    #[error("database user {0} is not configured for this target")]
+    UnknownUser(String),
 }
 
 impl From<PacketError> for UpstreamError {
@@ -178,12 +192,38 @@ fn plugin_step(
 impl Target {
     /// Connects and logs in.
     pub async fn connect(&self, req: &UpstreamRequest<'_>) -> Result<Upstream, UpstreamError> {
-        tokio::time::timeout(req.timeout, self.connect_inner(req))
-            .await
-            .map_err(|_| UpstreamError::Timeout(self.address.clone()))?
+        self.connect_as(req, None).await
     }
 
-    async fn connect_inner(&self, req: &UpstreamRequest<'_>) -> Result<Upstream, UpstreamError> {
+    /// Connects and logs in as `user` (one of `[targets.T.users.*]`, or None for
+    /// the target's own user).
+    pub async fn connect_as(
+        &self,
+        req: &UpstreamRequest<'_>,
+        user: Option<&str>,
+    ) -> Result<Upstream, UpstreamError> {
+        let (user, password) = match user {
+            None => (self.user.as_str(), &self.password),
+            Some(u) if u == self.user => (self.user.as_str(), &self.password),
+            Some(u) => match self.users.get_key_value(u) {
+                Some((name, secret)) => (name.as_str(), secret),
+                None => return Err(UpstreamError::UnknownUser(u.to_string())),
+            },
+        };
+        tokio::time::timeout(
+            req.timeout,
+            self.connect_inner(req, user, password.expose()),
+        )
+        .await
+        .map_err(|_| UpstreamError::Timeout(self.address.clone()))?
+    }
+
+    async fn connect_inner(
+        &self,
+        req: &UpstreamRequest<'_>,
+        user: &str,
+        password: &[u8],
+    ) -> Result<Upstream, UpstreamError> {
         let tcp =
             TcpStream::connect(&self.address)
                 .await
@@ -264,7 +304,6 @@ impl Target {
             );
             tls = true;
         }
-        let password = self.password.expose();
         let mut scramble = greeting.scramble.clone();
         let mut plugin_name = greeting.auth_plugin.clone();
         let mut proc_ = AuthProc::init(&AuthPlugin::from_bytes(plugin_name.as_bytes()))
@@ -279,7 +318,7 @@ impl Target {
             capabilities: caps,
             max_packet_size: req.max_packet_size,
             collation: req.collation,
-            user: &self.user,
+            user,
             auth_response: &first_response,
             database: req.database,
             auth_plugin: &plugin_name,
