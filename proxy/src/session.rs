@@ -42,6 +42,8 @@ enum End {
     ClientDisconnected,
     UpstreamClosed(String),
     IdleTimeout,
+    /// The grant ran out: the role's longest session, or the credentials' expiry.
+    GrantExpired,
     Shutdown,
     Protocol(String),
     AuthFailed,
@@ -56,6 +58,7 @@ impl End {
             End::ClientDisconnected => "client_disconnected".into(),
             End::UpstreamClosed(e) => format!("upstream_closed: {e}"),
             End::IdleTimeout => "idle_timeout".into(),
+            End::GrantExpired => "grant_expired".into(),
             End::Shutdown => "shutdown".into(),
             End::Protocol(e) => format!("protocol_error: {e}"),
             End::AuthFailed => "auth_failed".into(),
@@ -481,7 +484,20 @@ impl Session {
             timeout: shared.config.upstream_connect_timeout(),
             max_packet: shared.config.gateway.max_packet_size,
         };
-        match target.connect(&req).await {
+        if let (Some(allowed), Some(db)) = (&grant.databases, database) {
+            if !allowed.iter().any(|a| a == db) {
+                warn!(target = %grant.target, database = %db, "database not granted by the role");
+                return Err(ErrInfo::new(
+                    1044,
+                    "42000",
+                    format!("Access denied for user '{}' to database '{db}'", hello.user),
+                ));
+            }
+        }
+        match target
+            .connect_as(&req, grant.upstream_user.as_deref())
+            .await
+        {
             Ok(upstream) => {
                 shared.observe_server(&upstream.greeting);
                 Ok(upstream)
@@ -543,7 +559,12 @@ impl Session {
                 identity: identity.clone(),
                 client_user: self.hello.user.clone(),
                 target: self.grant.target.clone(),
-                upstream_user: target.map(|t| t.user.clone()).unwrap_or_default(),
+                upstream_user: self
+                    .grant
+                    .upstream_user
+                    .clone()
+                    .or_else(|| target.map(|t| t.user.clone()))
+                    .unwrap_or_default(),
                 database: self.database.clone(),
                 client_addr: self.peer.to_string(),
                 client_tls: self.tls,
@@ -584,10 +605,33 @@ impl Session {
     /// The command loop.
     async fn serve(mut self, shutdown: CancellationToken) {
         let idle = self.shared.config.idle_timeout();
+        // The grant's end, checked between commands (a running command finishes).
+        let deadline = self.grant.deadline.map(|d| {
+            let left = d
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            tokio::time::Instant::now() + left
+        });
+        let grant_expired = async move {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(grant_expired);
         let end = loop {
             let next = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break End::Shutdown,
+                _ = &mut grant_expired => {
+                    let err = ErrInfo::new(
+                        4031,
+                        "HY000",
+                        "Chaperone: the session's grant expired (the role's max_session_secs, or the just-in-time credentials' lifetime); reconnect with a fresh token or credentials",
+                    );
+                    let _ = self.client.send(Packet::new(0, err.encode())).await;
+                    break End::GrantExpired;
+                }
                 r = tokio::time::timeout(idle, read_packet(&mut self.client)) => r,
             };
             let packet = match next {
