@@ -377,6 +377,14 @@ impl Session {
         let auth = &shared.authenticator;
         let plugin = auth.plugin_for(&hello.user);
         let mut response = hello.auth_response.clone();
+        // Refused before any token is asked for; a client that sent one
+        // unasked in its handshake response gets it ignored, never verified.
+        if plugin == CLEAR_PASSWORD && !ctx.tls && !shared.allow_cleartext_without_tls(&ctx) {
+            return Ok(Err((
+                "clear-text password (token) offered over a connection without TLS".into(),
+                seq,
+            )));
+        }
         if hello.auth_plugin.as_deref() != Some(plugin) {
             // Switch the client to the plugin this user needs, with a fresh nonce.
             let nonce = if plugin == CLEAR_PASSWORD {
@@ -387,12 +395,6 @@ impl Session {
                 n.push(0);
                 n
             };
-            if plugin == CLEAR_PASSWORD && !ctx.tls && !shared.allow_cleartext_without_tls(&ctx) {
-                return Ok(Err((
-                    "clear-text password offered over a connection without TLS".into(),
-                    seq,
-                )));
-            }
             client
                 .send(Packet::new(
                     seq,
