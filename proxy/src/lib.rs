@@ -20,6 +20,7 @@ pub mod protocol;
 pub mod registry;
 pub mod server;
 pub mod session;
+pub mod sql;
 pub mod stream;
 pub mod tap;
 pub mod tls;

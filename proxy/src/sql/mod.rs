@@ -1,0 +1,249 @@
+//! Statement facts: what a SQL text is and what it touches, computed on the
+//! gateway's data path for the record and for guardrails.
+//!
+//! For one SQL text (a COM_QUERY packet, or the text of a prepared statement)
+//! [`analyze`] returns its [digest](digest) (normalised text and hash), its
+//! [`StatementClass`], and the tables it reads and writes
+//! ([rules](facts)), statement by statement for multi-statement packets.
+//! Executable comments (`/*! ... */`, `/*!50001 ... */`, `/*M! ... */`) are
+//! read as code, as the server does. What the parser (sqlparser, MySQL dialect)
+//! cannot parse is recorded as [`StatementClass::Unparsed`] with the parser's
+//! message, never guessed.
+//!
+//! OLTP traffic repeats the same statements: [`AnalysisCache`] keeps recent
+//! analyses by exact text, so a repeated statement costs a hash lookup.
+
+pub mod cache;
+pub mod digest;
+pub mod facts;
+pub mod lexer;
+
+use std::fmt;
+
+use chaperone_schemas::CommandSummary;
+use sqlparser::dialect::MySqlDialect;
+use sqlparser::parser::Parser;
+
+pub use cache::AnalysisCache;
+pub use facts::StatementFacts;
+
+/// What kind of statement a SQL text is. Guardrails decide on it; the record
+/// keeps it as [`StatementClass::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StatementClass {
+    /// Reads data or metadata: SELECT, SHOW, DESCRIBE, EXPLAIN.
+    Read,
+    /// Session state: SET (session or user variables), SET NAMES, USE, PREPARE,
+    /// DEALLOCATE.
+    Session,
+    /// Transaction control: BEGIN, COMMIT, ROLLBACK, SAVEPOINT, SET TRANSACTION,
+    /// LOCK / UNLOCK TABLES.
+    Transaction,
+    /// Parsed, but its effect is not visible in the text: CALL, EXECUTE, and
+    /// statements of no other class.
+    Other,
+    /// Changes data: INSERT, REPLACE, UPDATE, DELETE, LOAD DATA.
+    Write,
+    /// Changes the schema: CREATE, ALTER, DROP, TRUNCATE, RENAME.
+    Ddl,
+    /// Server administration: GRANT, REVOKE, users and roles, KILL, FLUSH,
+    /// SET GLOBAL, OPTIMIZE / ANALYZE TABLE.
+    Admin,
+    /// The parser could not read the statement.
+    Unparsed,
+}
+
+impl StatementClass {
+    pub const ALL: [StatementClass; 8] = [
+        StatementClass::Read,
+        StatementClass::Session,
+        StatementClass::Transaction,
+        StatementClass::Other,
+        StatementClass::Write,
+        StatementClass::Ddl,
+        StatementClass::Admin,
+        StatementClass::Unparsed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatementClass::Read => "read",
+            StatementClass::Session => "session",
+            StatementClass::Transaction => "transaction",
+            StatementClass::Other => "other",
+            StatementClass::Write => "write",
+            StatementClass::Ddl => "ddl",
+            StatementClass::Admin => "admin",
+            StatementClass::Unparsed => "unparsed",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
+    /// The class of a multi-statement packet: the most consequential of its
+    /// statements' classes (the order of the enum: `unparsed` above `admin`
+    /// above `ddl` above `write` ...).
+    pub fn combine(self, other: StatementClass) -> StatementClass {
+        self.max(other)
+    }
+}
+
+impl fmt::Display for StatementClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A table as named in the statement: the database part only when written.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TableName {
+    pub schema: Option<String>,
+    pub name: String,
+}
+
+impl TableName {
+    /// `db.table`, with the current database for unqualified names (the bare
+    /// name when no database is selected).
+    pub fn qualified(&self, database: Option<&str>) -> String {
+        match (self.schema.as_deref(), database) {
+            (Some(s), _) | (None, Some(s)) => format!("{s}.{}", self.name),
+            (None, None) => self.name.clone(),
+        }
+    }
+}
+
+/// Texts longer than this are not parsed (recorded as unparsed, with a
+/// digest): parsing megabytes of bulk INSERT on the data path would stall the
+/// session.
+pub const MAX_PARSED_LEN: usize = 1024 * 1024;
+
+/// The facts of one SQL text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Analysis {
+    /// The normalised text (None when the text cannot be tokenized).
+    pub normalized: Option<String>,
+    /// Hex hash of `normalized`.
+    pub digest: Option<String>,
+    /// The combined class of all statements ([`StatementClass::combine`]).
+    pub class: StatementClass,
+    /// One entry per statement, in order.
+    pub statements: Vec<StatementFacts>,
+    /// The first parse error, if any statement could not be parsed.
+    pub parse_error: Option<String>,
+}
+
+impl Analysis {
+    fn unparsed(normalized: Option<String>, error: String) -> Self {
+        Analysis {
+            digest: normalized.as_deref().map(digest::digest_of),
+            normalized,
+            class: StatementClass::Unparsed,
+            statements: vec![StatementFacts::unparsed(error.clone())],
+            parse_error: Some(error),
+        }
+    }
+
+    /// Tables read by any statement, qualified with `database`, without duplicates.
+    pub fn tables_read(&self, database: Option<&str>) -> Vec<String> {
+        Self::qualified(
+            self.statements.iter().flat_map(|s| &s.tables_read),
+            database,
+        )
+    }
+
+    /// Tables written by any statement, qualified with `database`, without duplicates.
+    pub fn tables_written(&self, database: Option<&str>) -> Vec<String> {
+        Self::qualified(
+            self.statements.iter().flat_map(|s| &s.tables_written),
+            database,
+        )
+    }
+
+    fn qualified<'a>(
+        tables: impl Iterator<Item = &'a TableName>,
+        database: Option<&str>,
+    ) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for t in tables {
+            let q = t.qualified(database);
+            if !out.contains(&q) {
+                out.push(q);
+            }
+        }
+        out
+    }
+
+    /// Writes the facts into a command's record; tables are qualified with the
+    /// summary's current database.
+    pub fn record_into(&self, summary: &mut CommandSummary) {
+        let database = summary.database.as_deref();
+        summary.tables_read = self.tables_read(database);
+        summary.tables_written = self.tables_written(database);
+        summary.digest = self.digest.clone();
+        summary.normalized_sql = self.normalized.clone();
+        summary.statement_class = Some(self.class.as_str().to_string());
+        summary.parse_error = self.parse_error.clone();
+    }
+}
+
+/// Analyses one SQL text (uncached; see [`AnalysisCache`]).
+pub fn analyze(sql: &str) -> Analysis {
+    let normalized = match digest::normalize(sql) {
+        Ok(n) => n,
+        Err(e) => return Analysis::unparsed(None, format!("cannot read the SQL text: {e}")),
+    };
+    if sql.len() > MAX_PARSED_LEN {
+        return Analysis::unparsed(
+            Some(normalized),
+            format!(
+                "not parsed: the statement is {} bytes, more than the {MAX_PARSED_LEN} the gateway parses",
+                sql.len()
+            ),
+        );
+    }
+    let code = lexer::open_executable_comments(sql);
+    let statements = parse(&code);
+    let class = statements
+        .iter()
+        .map(|s| s.class)
+        .reduce(StatementClass::combine)
+        .unwrap_or(StatementClass::Other);
+    let parse_error = statements.iter().find_map(|s| s.parse_error.clone());
+    Analysis {
+        digest: Some(digest::digest_of(&normalized)),
+        normalized: Some(normalized),
+        class,
+        statements,
+        parse_error,
+    }
+}
+
+/// Parses a text with its executable comments opened. When the whole text does
+/// not parse, its statements are parsed one by one, so that one unparsable
+/// statement does not hide what the others do.
+fn parse(code: &str) -> Vec<StatementFacts> {
+    let dialect = MySqlDialect {};
+    match Parser::parse_sql(&dialect, code) {
+        Ok(statements) => statements.iter().map(StatementFacts::of).collect(),
+        Err(whole) => {
+            let parts = lexer::split_statements(code).unwrap_or_default();
+            if parts.len() <= 1 {
+                return vec![StatementFacts::unparsed(whole.to_string())];
+            }
+            parts
+                .into_iter()
+                .flat_map(
+                    |(start, end)| match Parser::parse_sql(&dialect, &code[start..end]) {
+                        Ok(statements) => statements.iter().map(StatementFacts::of).collect(),
+                        Err(e) => vec![StatementFacts::unparsed(e.to_string())],
+                    },
+                )
+                .collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
