@@ -41,6 +41,44 @@ enum Command {
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
+    /// A local OIDC issuer for tests and demos. NOT FOR PRODUCTION: whoever can
+    /// read its key file can mint any identity.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Serve the dev issuer's discovery document and JWKS on a loopback address.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8900")]
+        listen: std::net::SocketAddr,
+        /// The signing key (PKCS#8 PEM); created if missing.
+        #[arg(long, default_value = "dev-issuer-key.pem")]
+        key: PathBuf,
+        /// ES256 or EdDSA, for a new key.
+        #[arg(long, default_value = "ES256")]
+        alg: String,
+    },
+    /// Print a token signed by the dev issuer's key.
+    Mint {
+        #[arg(long, default_value = "dev-issuer-key.pem")]
+        key: PathBuf,
+        /// The issuer URL, as printed by `chaperone token serve`.
+        #[arg(long, default_value = "http://127.0.0.1:8900")]
+        issuer: String,
+        #[arg(long)]
+        sub: String,
+        #[arg(long, default_value = "chaperone")]
+        aud: String,
+        #[arg(long, default_value_t = 600)]
+        ttl: i64,
+        /// More claims, as a JSON object (they override the standard ones).
+        #[arg(long, default_value = "{}")]
+        claims: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -91,6 +129,7 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Token { command } => token(command),
         Command::DevCert { out } => {
             let (cert, key) = chaperone_proxy::tls::generate_self_signed()?;
             std::fs::create_dir_all(&out)?;
@@ -106,11 +145,17 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: chaperone_proxy::Config) -> anyhow::Result<()> {
-    let authenticator = Arc::new(chaperone_proxy::auth::ConfigUsers::from_config(&config)?);
+    let authenticator =
+        Arc::new(chaperone_proxy::identity::GatewayAuthenticator::from_config(&config)?);
     let tap = Arc::new(chaperone_proxy::tap::NoopTap);
-    let mut gateway = chaperone_proxy::Gateway::bind(config, authenticator, tap).await?;
+    let mut gateway = chaperone_proxy::Gateway::bind(config, authenticator.clone(), tap).await?;
     let shutdown = CancellationToken::new();
     gateway.start_admin(shutdown.clone()).await?;
+    let api_shutdown = shutdown.clone();
+    chaperone_proxy::identity::api::start(&gateway.shared(), &authenticator, async move {
+        api_shutdown.cancelled().await
+    })
+    .await?;
     let signal = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -119,6 +164,52 @@ async fn serve(config: chaperone_proxy::Config) -> anyhow::Result<()> {
     });
     gateway.run(shutdown).await;
     Ok(())
+}
+
+fn token(command: TokenCommand) -> anyhow::Result<()> {
+    use chaperone_proxy::identity::dev_issuer::{self, DevIssuer, DevKey, MintRequest};
+    match command {
+        TokenCommand::Serve { listen, key, alg } => {
+            init_logging(false);
+            let key = DevKey::load_or_create(&key, dev_issuer::signing_algorithm(&alg)?)?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(async move {
+                    let (issuer, task) =
+                        dev_issuer::serve(listen, key, wait_for_signal()).await?;
+                    eprintln!("NOT FOR PRODUCTION: a development issuer; anyone with its key file can mint any identity.");
+                    println!("{}", issuer.issuer);
+                    task.await?;
+                    Ok(())
+                })
+        }
+        TokenCommand::Mint {
+            key,
+            issuer,
+            sub,
+            aud,
+            ttl,
+            claims,
+        } => {
+            let pem = std::fs::read_to_string(&key).with_context(|| {
+                format!(
+                    "reading {} (run `chaperone token serve` first)",
+                    key.display()
+                )
+            })?;
+            let key = DevKey::from_pem(&pem, &key.display().to_string())?;
+            let claims = dev_issuer::claims_from_json(&claims)?;
+            let token = DevIssuer::new(issuer, key).mint(&MintRequest {
+                subject: sub,
+                audience: aud,
+                ttl_secs: ttl,
+                claims,
+            })?;
+            println!("{token}");
+            Ok(())
+        }
+    }
 }
 
 async fn wait_for_signal() {

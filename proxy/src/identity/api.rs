@@ -269,3 +269,27 @@ impl axum::serve::Listener for TlsListener {
         Ok(self.local)
     }
 }
+
+/// Starts the API when `[api]` is configured and tokens and JIT credentials are
+/// enabled; over TLS when the gateway has `[tls]`. Returns the bound address.
+pub async fn start(
+    shared: &crate::server::Shared,
+    auth: &super::GatewayAuthenticator,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<Option<SocketAddr>> {
+    let Some(api) = &shared.config.api else {
+        return Ok(None);
+    };
+    let (Some(workload), Some(jit)) = (auth.workload(), auth.jit()) else {
+        warn!("[api] is configured but token login ([issuers.*]) or [jit] is not: the credentials API is off");
+        return Ok(None);
+    };
+    let state = ApiState {
+        workload: workload.clone(),
+        jit: jit.clone(),
+        default_ttl_secs: shared.config.jit.default_ttl_secs,
+    };
+    let local = serve(api.listen, state, shared.tls.clone(), shutdown).await?;
+    info!(%local, tls = shared.tls.is_some(), "credentials API listening");
+    Ok(Some(local))
+}

@@ -250,3 +250,24 @@ pub async fn serve(
     });
     Ok((issuer, task))
 }
+
+/// `ES256` or `EdDSA` (the algorithms the dev issuer can sign with).
+pub fn signing_algorithm(name: &str) -> Result<Algorithm, DevIssuerError> {
+    match name {
+        "ES256" => Ok(Algorithm::ES256),
+        "EdDSA" => Ok(Algorithm::EdDSA),
+        other => Err(DevIssuerError::Token(format!(
+            "the dev issuer signs with ES256 or EdDSA, not {other}"
+        ))),
+    }
+}
+
+/// Extra claims given as a JSON object on the command line.
+pub fn claims_from_json(text: &str) -> Result<Map<String, Value>, DevIssuerError> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(DevIssuerError::Token(
+            "claims must be a JSON object, e.g. '{\"repository\": \"acme/orders\"}'".into(),
+        )),
+    }
+}
