@@ -1,1 +1,47 @@
-fn main() {}
+//! `chaperone-benchmarks`: reproducible benchmarks of Chaperone against real
+//! servers and real clients. One subcommand per benchmark; results go to
+//! `benchmarks/README.md` by hand, together with the command that produced them.
+//!
+//! - `gateway`: sysbench directly, through a zero-logic relay and through the
+//!   gateway; memory per idle connection.
+//!
+//! Shared pieces: [`sysbench`] (running it, reading its report), [`server`]
+//! (the systems under test, each in a child process of this binary), [`mysql`]
+//! (a minimal client for the benchmarks' own statements), [`table`] (output).
+
+mod gateway;
+mod mysql;
+mod relay;
+mod server;
+mod sysbench;
+mod table;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "chaperone-benchmarks",
+    about = "Reproducible benchmarks of Chaperone against real servers and clients"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Gateway overhead: sysbench oltp_point_select / oltp_read_only directly, through a
+    /// zero-logic relay and through Chaperone; RSS per idle authenticated connection.
+    Gateway(gateway::Options),
+    /// Internal: runs one system under test (gateway or relay) in this process,
+    /// prints its address, and stops when its standard input closes.
+    #[command(hide = true)]
+    Serve(server::ServeArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Gateway(options) => gateway::run(options),
+        Command::Serve(args) => server::serve(args),
+    }
+}
