@@ -1,1 +1,20 @@
 //! The Chaperone archive: spool, Parquet segments, manifests, and the read side.
+//!
+//! Write side (the gateway's tap): [`Recorder`] appends every event to an
+//! append-only [`spool`] on local disk, seals [`segment`]s into zstd Parquet with a
+//! signed manifest ([`chain`]), and uploads them to the [`store`].
+//! [`verify`] checks an archive: signatures, hashes, the chain, and per-session
+//! sequence continuity.
+
+pub mod chain;
+pub mod config;
+mod fsutil;
+pub mod recorder;
+pub mod segment;
+pub mod spool;
+pub mod store;
+
+pub use config::{ArchiveConfig, Durability, FailureMode};
+pub use recorder::{OpenError, Recorder, StatsSnapshot};
+pub use store::Store;
+pub mod verify;

@@ -1,0 +1,192 @@
+//! The `[archive]` section of `chaperone.toml`.
+//!
+//! The gateway's config keeps this section as an opaque table (the proxy crate does
+//! not depend on the recorder); [`ArchiveConfig::from_toml`] gives it its types.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// When a request frame counts as safe.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Written to the spool file before the command is forwarded (a killed gateway
+    /// process loses nothing); fsync'd as a group commit every `fsync_interval_ms`
+    /// (a machine crash may lose that window).
+    #[default]
+    Group,
+    /// Written and fsync'd before the command is forwarded.
+    Sync,
+}
+
+/// What happens when the spool is full (object storage down for long, or disk full).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// New commands get a MySQL error and are not executed.
+    #[default]
+    FailClosed,
+    /// Commands run; their frames are not recorded, and the gap is recorded.
+    FailOpen,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// Where sealed segments go: a local directory, or a URL
+    /// (`s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`,
+    /// `file:///dir`). Credentials come from the usual environment variables
+    /// (`AWS_*`, `GOOGLE_*`, `AZURE_*`).
+    pub store: String,
+    /// Extra object store options (e.g. `aws_endpoint`, `aws_allow_http`,
+    /// `aws_region`), as in the object_store crate's config keys.
+    #[serde(default)]
+    pub store_options: BTreeMap<String, String>,
+    /// Local directory for the spool (append-only logs and sealed segments
+    /// waiting for upload). Must survive a gateway restart.
+    pub spool_dir: PathBuf,
+    /// Bytes the spool may hold before `on_spool_full` applies.
+    #[serde(default = "default_spool_limit")]
+    pub spool_limit_bytes: u64,
+    /// A segment is sealed when its spool log reaches this size...
+    #[serde(default = "default_segment_bytes")]
+    pub segment_max_bytes: u64,
+    /// ...or this age, whichever comes first.
+    #[serde(default = "default_segment_age")]
+    pub segment_max_age_ms: u64,
+    #[serde(default)]
+    pub durability: Durability,
+    /// Group commit interval for `durability = "group"`.
+    #[serde(default = "default_fsync_interval")]
+    pub fsync_interval_ms: u64,
+    #[serde(default)]
+    pub on_spool_full: FailureMode,
+    /// Environment variable holding the Ed25519 manifest signing key (32 bytes,
+    /// hex or base64).
+    #[serde(default)]
+    pub signing_key_env: Option<String>,
+    /// File holding the signing key (hex or base64).
+    #[serde(default)]
+    pub signing_key_file: Option<PathBuf>,
+    /// Per-statement cap on stored payload bytes (None: no cap). Frames past the
+    /// cap are still recorded with their length, without (all of) their payload.
+    #[serde(default)]
+    pub payload_cap_bytes: Option<u64>,
+    /// zstd level of the Parquet files (1 = fastest).
+    #[serde(default = "default_zstd_level")]
+    pub zstd_level: i32,
+}
+
+fn default_spool_limit() -> u64 {
+    4 << 30
+}
+fn default_segment_bytes() -> u64 {
+    64 << 20
+}
+fn default_segment_age() -> u64 {
+    60_000
+}
+fn default_fsync_interval() -> u64 {
+    20
+}
+fn default_zstd_level() -> i32 {
+    3
+}
+
+/// The `[archive]` section does not check out.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid [archive] config: {0}")]
+pub struct ConfigError(pub String);
+
+impl ArchiveConfig {
+    /// Parses the `[archive]` table of the gateway's config.
+    pub fn from_toml(table: &toml::Table) -> Result<Self, ConfigError> {
+        let config: ArchiveConfig = table
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A config with defaults, for tests and tools.
+    pub fn new(store: &str, spool_dir: &Path) -> Self {
+        ArchiveConfig {
+            store: store.to_string(),
+            store_options: BTreeMap::new(),
+            spool_dir: spool_dir.to_path_buf(),
+            spool_limit_bytes: default_spool_limit(),
+            segment_max_bytes: default_segment_bytes(),
+            segment_max_age_ms: default_segment_age(),
+            durability: Durability::default(),
+            fsync_interval_ms: default_fsync_interval(),
+            on_spool_full: FailureMode::default(),
+            signing_key_env: None,
+            signing_key_file: None,
+            payload_cap_bytes: None,
+            zstd_level: default_zstd_level(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError(m.to_string()));
+        if self.store.trim().is_empty() {
+            return bad("`store` must name a directory or a URL (s3://bucket/prefix, ...)");
+        }
+        if self.segment_max_bytes < 4096 {
+            return bad("`segment_max_bytes` must be at least 4096");
+        }
+        if self.segment_max_age_ms < 10 {
+            return bad("`segment_max_age_ms` must be at least 10");
+        }
+        if self.spool_limit_bytes < self.segment_max_bytes {
+            return bad("`spool_limit_bytes` must be at least `segment_max_bytes`");
+        }
+        if self.fsync_interval_ms == 0 {
+            return bad("`fsync_interval_ms` must be at least 1 (or use durability = \"sync\")");
+        }
+        if self.signing_key_env.is_some() && self.signing_key_file.is_some() {
+            return bad("set one of `signing_key_env` and `signing_key_file`, not both");
+        }
+        if !(1..=22).contains(&self.zstd_level) {
+            return bad("`zstd_level` must be between 1 and 22");
+        }
+        Ok(())
+    }
+
+    pub fn segment_max_age(&self) -> Duration {
+        Duration::from_millis(self.segment_max_age_ms)
+    }
+
+    pub fn fsync_interval(&self) -> Duration {
+        Duration::from_millis(self.fsync_interval_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_with_defaults_and_rejects_unknown_keys() {
+        let t: toml::Table = toml::from_str(
+            r#"store = "s3://bucket/audit"
+               spool_dir = "/var/lib/chaperone/spool"
+               on_spool_full = "fail_open"
+               durability = "sync""#,
+        )
+        .unwrap();
+        let c = ArchiveConfig::from_toml(&t).unwrap();
+        assert_eq!(c.on_spool_full, FailureMode::FailOpen);
+        assert_eq!(c.durability, Durability::Sync);
+        assert_eq!(c.segment_max_bytes, 64 << 20);
+
+        let t: toml::Table =
+            toml::from_str("store = \"x\"\nspool_dir = \"y\"\nspool_limit = 5").unwrap();
+        let err = ArchiveConfig::from_toml(&t).unwrap_err().to_string();
+        assert!(err.contains("spool_limit"), "{err}");
+    }
+}

@@ -1,0 +1,1345 @@
+//! The recorder: the gateway's tap, writing to the spool, sealing segments and
+//! uploading them.
+//!
+//! ```text
+//! record_request() ─┐ append to the buffer, then write() it (and fsync when
+//!                   │ durability = "sync") before returning: the request is in
+//!                   │ the spool file before the gateway forwards it
+//! record() ─────────┤ append to the buffer only (never waits on I/O)
+//!                   ▼
+//!           writer thread: write() the buffer every few ms, fsync every
+//!           fsync_interval_ms (group commit), rotate the log by size or age
+//!                   ▼
+//!           sealer thread: log -> Parquet files + signed manifest in
+//!           <spool>/sealed/<segment>/, then the log is deleted
+//!                   ▼
+//!           uploader thread: sealed segments in order -> object store (data
+//!           files first, the manifest last); deleted locally once confirmed
+//! ```
+//!
+//! Both appends take the same buffer lock, so the spool holds events in the order
+//! the gateway produced them, and a request's write also writes everything
+//! appended before it: a killed gateway loses at most the tail of responses that
+//! were still in memory, never a forwarded request, and never a frame in the
+//! middle of a session.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock};
+use std::thread::{JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+use chaperone_proxy::tap::{Tap, TapError};
+use chaperone_schemas::event::{now_ns, Direction, TapEvent};
+use chaperone_schemas::layout::{valid_gateway_id, Layout};
+use chaperone_schemas::manifest::Gap;
+
+use crate::chain::{self, ChainState};
+use crate::config::{ArchiveConfig, Durability, FailureMode};
+use crate::fsutil;
+use crate::segment::{self, LogEnd, SegmentSettings, SessionTable};
+use crate::spool::{self, CommandRecord, FrameRecord, Kind, LogHeader, OpenSession};
+use crate::store::Store;
+
+/// How often the writer thread writes the buffer out.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(2);
+/// A buffer past this size is written by the appending thread itself.
+const INLINE_WRITE_BYTES: usize = 8 << 20;
+/// A buffer past this size (writes failing) drops frames, recording the gap.
+const MAX_BUFFER_BYTES: usize = 256 << 20;
+
+/// The recorder cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("archive spool {path}: {source}")]
+    Spool {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("archive spool {0} is in use by another gateway process")]
+    Locked(PathBuf),
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("manifest signing key: {0}")]
+    Key(String),
+    #[error("recovering the spool: {0}")]
+    Recovery(String),
+}
+
+/// Counters of the recorder, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub events: AtomicU64,
+    pub frames: AtomicU64,
+    pub bytes_spooled: AtomicU64,
+    pub segments_sealed: AtomicU64,
+    pub segments_uploaded: AtomicU64,
+    pub upload_failures: AtomicU64,
+    pub requests_refused: AtomicU64,
+    pub frames_dropped: AtomicU64,
+    pub spool_bytes_lost: AtomicU64,
+    pub fsyncs: AtomicU64,
+}
+
+/// A point-in-time copy of [`Stats`] plus the spool's size.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub events: u64,
+    pub frames: u64,
+    pub bytes_spooled: u64,
+    pub segments_sealed: u64,
+    pub segments_uploaded: u64,
+    pub upload_failures: u64,
+    pub requests_refused: u64,
+    pub frames_dropped: u64,
+    pub spool_bytes_lost: u64,
+    pub fsyncs: u64,
+    /// Bytes in the spool now (logs and sealed segments waiting for upload).
+    pub spool_bytes: u64,
+    /// Sealed segments waiting for upload.
+    pub segments_pending: u64,
+}
+
+/// Per-session capture accounting for the payload cap.
+#[derive(Debug, Default)]
+struct CaptureState {
+    command_index: u64,
+    captured: u64,
+    capped: bool,
+    dropped: u64,
+}
+
+/// Appended records not yet written, and the session state they imply.
+struct Buffer {
+    bytes: Vec<u8>,
+    /// Logical offset (over the recorder's life) just past `bytes`.
+    end: u64,
+    /// Records appended to the current log.
+    records_in_log: u64,
+    sessions: SessionTable,
+    capture: HashMap<String, CaptureState>,
+    /// Open gaps of dropped frames (fail-open), per session: first, last seq.
+    gaps: HashMap<String, (u64, u64)>,
+}
+
+/// The log file being appended to.
+struct ActiveLog {
+    file: File,
+    path: PathBuf,
+    opened: Instant,
+    /// Bytes in the file.
+    size: u64,
+    /// A spare vector swapped with the buffer, to keep its capacity.
+    spare: Vec<u8>,
+    last_fsync: Instant,
+    write_error: Option<String>,
+}
+
+struct SealJob {
+    log: PathBuf,
+    end: LogEnd,
+}
+
+pub(crate) struct Inner {
+    config: ArchiveConfig,
+    gateway_id: String,
+    spool_dir: PathBuf,
+    log_dir: PathBuf,
+    sealed_dir: PathBuf,
+    settings: SegmentSettings,
+    store: Store,
+    signing_key: ed25519_dalek::SigningKey,
+    buffer: Mutex<Buffer>,
+    log: Mutex<ActiveLog>,
+    written: AtomicU64,
+    synced: AtomicU64,
+    spool_bytes: AtomicU64,
+    segments_pending: AtomicU64,
+    stats: Stats,
+    writer: OnceLock<Thread>,
+    uploader: OnceLock<Thread>,
+    seal_tx: Mutex<Option<mpsc::Sender<SealJob>>>,
+    closing: AtomicBool,
+    stop_uploads: AtomicBool,
+    upload_error: Mutex<Option<(String, Instant)>>,
+    _spool_lock: File,
+}
+
+/// The archive recorder. Create with [`Recorder::open`]; hand to the gateway as
+/// its tap; call [`Recorder::shutdown`] when the gateway has stopped.
+pub struct Recorder {
+    inner: Arc<Inner>,
+    threads: Mutex<Threads>,
+}
+
+#[derive(Default)]
+struct Threads {
+    writer: Option<JoinHandle<()>>,
+    sealer: Option<JoinHandle<()>>,
+    uploader: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("gateway_id", &self.inner.gateway_id)
+            .field("store", &self.inner.store.description)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a recorder lock leaves consistent data (appends are
+    // whole); keep recording rather than cascade the panic.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn log_file_name() -> String {
+    format!("{:020}.{}", now_ns().max(0), spool::LOG_EXTENSION)
+}
+
+impl Recorder {
+    /// Opens the spool (recovering what a previous process left), the store and
+    /// the manifest chain, and starts the writer, sealer and uploader threads.
+    pub fn open(config: ArchiveConfig, gateway_id: &str) -> Result<Recorder, OpenError> {
+        config.validate()?;
+        if !valid_gateway_id(gateway_id) {
+            return Err(OpenError::Recovery(format!(
+                "gateway.id {gateway_id:?} cannot name archive objects: use letters, digits, '.', '_', '-'"
+            )));
+        }
+        let spool_dir = config.spool_dir.clone();
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| OpenError::Spool { path, source }
+        };
+        let log_dir = spool_dir.join("log");
+        let sealed_dir = spool_dir.join("sealed");
+        std::fs::create_dir_all(&log_dir).map_err(io(&log_dir))?;
+        std::fs::create_dir_all(&sealed_dir).map_err(io(&sealed_dir))?;
+        let lock_path = spool_dir.join("LOCK");
+        let spool_lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        if spool_lock.try_lock().is_err() {
+            return Err(OpenError::Locked(spool_dir));
+        }
+        let signing_key = load_signing_key(&config)?;
+        let store = Store::open(&config.store, &config.store_options)?;
+        let layout = Layout::new(&store.prefix);
+        let settings = SegmentSettings {
+            gateway_id: gateway_id.to_string(),
+            layout: layout.clone(),
+            zstd_level: config.zstd_level,
+        };
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(io(&spool_dir))?;
+        let chain = initial_chain(
+            &spool_dir,
+            &sealed_dir,
+            &store,
+            &layout,
+            gateway_id,
+            &runtime,
+        )?;
+
+        let log_name = log_file_name();
+        let log_path = log_dir.join(&log_name);
+        let inner = Arc::new(Inner {
+            gateway_id: gateway_id.to_string(),
+            spool_dir: spool_dir.clone(),
+            log_dir: log_dir.clone(),
+            sealed_dir: sealed_dir.clone(),
+            settings,
+            store,
+            signing_key,
+            buffer: Mutex::new(Buffer {
+                bytes: Vec::with_capacity(1 << 20),
+                end: 0,
+                records_in_log: 0,
+                sessions: SessionTable::new(),
+                capture: HashMap::new(),
+                gaps: HashMap::new(),
+            }),
+            // Placeholder until recovery is done; replaced below.
+            log: Mutex::new(ActiveLog {
+                file: File::open(&lock_path).map_err(io(&lock_path))?,
+                path: PathBuf::new(),
+                opened: Instant::now(),
+                size: 0,
+                spare: Vec::new(),
+                last_fsync: Instant::now(),
+                write_error: None,
+            }),
+            written: AtomicU64::new(0),
+            synced: AtomicU64::new(0),
+            spool_bytes: AtomicU64::new(0),
+            segments_pending: AtomicU64::new(0),
+            stats: Stats::default(),
+            writer: OnceLock::new(),
+            uploader: OnceLock::new(),
+            seal_tx: Mutex::new(None),
+            closing: AtomicBool::new(false),
+            stop_uploads: AtomicBool::new(false),
+            upload_error: Mutex::new(None),
+            _spool_lock: spool_lock,
+            config,
+        });
+
+        // Recover leftover logs, oldest first, before anything new is written.
+        let mut sealer = Sealer {
+            inner: inner.clone(),
+            chain,
+        };
+        sealer.recover().map_err(OpenError::Recovery)?;
+
+        // The new log.
+        let file = create_log(&log_path, &inner.gateway_id, &SessionTable::new())
+            .map_err(io(&log_path))?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        *lock(&inner.log) = ActiveLog {
+            file,
+            path: log_path,
+            opened: Instant::now(),
+            size,
+            spare: Vec::with_capacity(1 << 20),
+            last_fsync: Instant::now(),
+            write_error: None,
+        };
+        inner.spool_bytes.store(
+            fsutil::dir_size(&log_dir) + fsutil::dir_size(&sealed_dir),
+            Ordering::Relaxed,
+        );
+        inner
+            .segments_pending
+            .store(sealed_segments(&sealed_dir).len() as u64, Ordering::Relaxed);
+
+        let (seal_tx, seal_rx) = mpsc::channel::<SealJob>();
+        *lock(&inner.seal_tx) = Some(seal_tx);
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.to_string())
+                .spawn(f)
+                .map_err(|e| OpenError::Recovery(format!("cannot start a thread: {e}")))
+        };
+        let mut threads = Threads::default();
+        let uploader = {
+            let inner = inner.clone();
+            spawn(
+                "chaperone-upload",
+                Box::new(move || upload_loop(inner, runtime)),
+            )?
+        };
+        let _ = inner.uploader.set(uploader.thread().clone());
+        threads.uploader = Some(uploader);
+        threads.sealer = Some(spawn(
+            "chaperone-seal",
+            Box::new(move || sealer.run(seal_rx)),
+        )?);
+        let writer = {
+            let inner = inner.clone();
+            spawn("chaperone-spool", Box::new(move || writer_loop(inner)))?
+        };
+        let _ = inner.writer.set(writer.thread().clone());
+        threads.writer = Some(writer);
+        tracing::info!(
+            store = %inner.store.description,
+            spool = %spool_dir.display(),
+            gateway = %inner.gateway_id,
+            public_key = %hex::encode(inner.signing_key.verifying_key().as_bytes()),
+            "archive recorder started"
+        );
+        Ok(Recorder {
+            inner,
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// The public key that verifies this recorder's manifests (hex).
+    pub fn public_key(&self) -> String {
+        hex::encode(self.inner.signing_key.verifying_key().as_bytes())
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        let s = &self.inner.stats;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsSnapshot {
+            events: get(&s.events),
+            frames: get(&s.frames),
+            bytes_spooled: get(&s.bytes_spooled),
+            segments_sealed: get(&s.segments_sealed),
+            segments_uploaded: get(&s.segments_uploaded),
+            upload_failures: get(&s.upload_failures),
+            requests_refused: get(&s.requests_refused),
+            frames_dropped: get(&s.frames_dropped),
+            spool_bytes_lost: get(&s.spool_bytes_lost),
+            fsyncs: get(&s.fsyncs),
+            spool_bytes: get(&self.inner.spool_bytes),
+            segments_pending: get(&self.inner.segments_pending),
+        }
+    }
+
+    /// Seals the current log now (if it holds anything), without waiting.
+    pub fn rotate(&self) {
+        let mut log = lock(&self.inner.log);
+        if let Err(e) = self.inner.rotate(&mut log, LogEnd::Rotated) {
+            tracing::error!(error = %e, "archive spool: cannot rotate the log");
+        }
+    }
+
+    /// Waits until everything recorded so far is sealed and uploaded, or the
+    /// timeout passes. Returns whether everything was uploaded.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        self.rotate();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let sealing = list_logs(&self.inner.log_dir).len() > 1;
+            if !sealing && self.inner.segments_pending.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            if let Some(t) = self.inner.uploader.get() {
+                t.unpark();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stops recording: writes and seals everything (sessions still open are
+    /// ended as `gateway_stopped`), then gives uploads up to `timeout`. What is
+    /// not uploaded by then stays in the spool for the next start.
+    pub fn shutdown(&self, timeout: Duration) {
+        if self.inner.closing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let mut threads = std::mem::take(&mut *lock(&self.threads));
+        if let Some(t) = self.inner.writer.get() {
+            t.unpark();
+        }
+        if let Some(writer) = threads.writer.take() {
+            let _ = writer.join();
+        }
+        {
+            let mut log = lock(&self.inner.log);
+            if let Err(e) = self.inner.rotate(&mut log, LogEnd::Interrupted) {
+                tracing::error!(error = %e, "archive spool: cannot seal the last log; it will be recovered at the next start");
+            }
+        }
+        // Closing the channel ends the sealer once it has sealed what it has.
+        lock(&self.inner.seal_tx).take();
+        if let Some(sealer) = threads.sealer.take() {
+            let _ = sealer.join();
+        }
+        let deadline = Instant::now() + timeout;
+        while self.inner.segments_pending.load(Ordering::Acquire) > 0 {
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    pending = self.inner.segments_pending.load(Ordering::Acquire),
+                    "archive: stopping with segments not yet uploaded; they stay in the spool and are uploaded at the next start"
+                );
+                break;
+            }
+            if let Some(t) = self.inner.uploader.get() {
+                t.unpark();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.inner.stop_uploads.store(true, Ordering::SeqCst);
+        if let Some(t) = self.inner.uploader.get() {
+            t.unpark();
+        }
+        if let Some(uploader) = threads.uploader.take() {
+            let _ = uploader.join();
+        }
+        // The fresh log opened by the last rotation: nothing in it, remove it.
+        let log = lock(&self.inner.log);
+        if lock(&self.inner.buffer).records_in_log == 0 && log.path.exists() {
+            let _ = std::fs::remove_file(&log.path);
+        }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if !self.inner.closing.load(Ordering::SeqCst) {
+            self.shutdown(Duration::from_secs(0));
+        }
+    }
+}
+
+impl Tap for Recorder {
+    fn record_request(&self, event: TapEvent) -> Result<(), TapError> {
+        let inner = &self.inner;
+        let full = inner.spool_full();
+        let end = {
+            let mut b = lock(&inner.buffer);
+            if full && inner.config.on_spool_full == FailureMode::FailOpen {
+                inner.drop_or_append(&mut b, event, "spool full (fail_open)");
+                return Ok(());
+            }
+            // The request is appended even when it is refused below: the archive
+            // then shows the refused request and the error the client got.
+            inner.append(&mut b, event);
+            b.end
+        };
+        if full {
+            inner.stats.requests_refused.fetch_add(1, Ordering::Relaxed);
+            return Err(TapError(inner.full_message()));
+        }
+        match inner.ensure_written(end, inner.config.durability == Durability::Sync) {
+            Ok(()) => Ok(()),
+            Err(e) if inner.config.on_spool_full == FailureMode::FailOpen => {
+                tracing::warn!(error = %e, "archive spool write failed; command runs (fail_open)");
+                Ok(())
+            }
+            Err(e) => {
+                inner.stats.requests_refused.fetch_add(1, Ordering::Relaxed);
+                Err(TapError(format!(
+                    "the archive spool cannot be written ({e}); check the disk of {}",
+                    inner.spool_dir.display()
+                )))
+            }
+        }
+    }
+
+    fn record(&self, event: TapEvent) {
+        let inner = &self.inner;
+        let fail_open_full =
+            inner.config.on_spool_full == FailureMode::FailOpen && inner.spool_full();
+        let wake = {
+            let mut b = lock(&inner.buffer);
+            if fail_open_full || b.bytes.len() > MAX_BUFFER_BYTES {
+                inner.drop_or_append(&mut b, event, "spool full (fail_open)");
+            } else {
+                inner.append(&mut b, event);
+            }
+            b.bytes.len() >= INLINE_WRITE_BYTES
+        };
+        if wake {
+            // The writer is behind: write here (the gateway's thread pays, the
+            // buffer stays bounded).
+            let end = lock(&inner.buffer).end;
+            if let Err(e) = inner.ensure_written(end, false) {
+                tracing::warn!(error = %e, "archive spool write failed");
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn spool_full(&self) -> bool {
+        self.spool_bytes.load(Ordering::Relaxed) >= self.config.spool_limit_bytes
+    }
+
+    fn full_message(&self) -> String {
+        let error = lock(&self.upload_error)
+            .as_ref()
+            .map(|(e, since)| {
+                format!(
+                    "; uploads to {} failing for {}s: {e}",
+                    self.store.description,
+                    since.elapsed().as_secs()
+                )
+            })
+            .unwrap_or_default();
+        format!(
+            "the archive spool is full ({} MiB waiting, limit {} MiB){error}",
+            self.spool_bytes.load(Ordering::Relaxed) >> 20,
+            self.config.spool_limit_bytes >> 20
+        )
+    }
+
+    /// Appends an event to the buffer (with capture cap and session tracking).
+    fn append(&self, b: &mut Buffer, event: TapEvent) {
+        let before = b.bytes.len();
+        match event {
+            TapEvent::Frame(frame) => {
+                if !b.gaps.is_empty() {
+                    if let Some((first, last)) = b.gaps.remove(&*frame.session_id) {
+                        self.append_gap(
+                            b,
+                            &frame.session_id,
+                            first,
+                            last,
+                            "spool full (fail_open)",
+                        );
+                    }
+                }
+                let (kept, capped) = self.capture(b, &frame.session_id, &frame);
+                if let Some(s) = b.sessions.get_mut(&*frame.session_id) {
+                    segment::track_frame(
+                        s,
+                        frame.seq,
+                        frame.command_index,
+                        frame.time_ns,
+                        frame.direction,
+                        &frame.payload,
+                    );
+                }
+                spool::encode_frame(
+                    &mut b.bytes,
+                    &FrameRecord {
+                        session_id: &frame.session_id,
+                        seq: frame.seq,
+                        command_index: frame.command_index,
+                        time_ns: frame.time_ns,
+                        direction: frame.direction,
+                        payload_length: frame.payload.len() as u64,
+                        capped,
+                        payload: &frame.payload[..kept],
+                    },
+                );
+                self.stats.frames.fetch_add(1, Ordering::Relaxed);
+            }
+            TapEvent::Command(summary) => {
+                let (capped, bytes_dropped) = match b.capture.get_mut(&summary.session_id) {
+                    Some(c) if c.command_index == summary.command_index => {
+                        let r = (c.capped, c.dropped);
+                        *c = CaptureState {
+                            command_index: summary.command_index + 1,
+                            ..Default::default()
+                        };
+                        r
+                    }
+                    _ => (false, 0),
+                };
+                if let Some(s) = b.sessions.get_mut(&summary.session_id) {
+                    segment::track_command(s, summary.command_index);
+                }
+                spool::encode_json(
+                    &mut b.bytes,
+                    Kind::Command,
+                    &CommandRecord {
+                        summary: *summary,
+                        capped,
+                        bytes_dropped,
+                    },
+                );
+            }
+            TapEvent::SessionStart(start) => {
+                spool::encode_json(&mut b.bytes, Kind::SessionStart, &*start);
+                b.sessions.insert(
+                    start.session_id.clone(),
+                    OpenSession {
+                        start: *start,
+                        next_seq: 0,
+                        next_command: 0,
+                        pending: None,
+                    },
+                );
+            }
+            TapEvent::SessionEnd(end) => {
+                if let Some((first, last)) = b.gaps.remove(&end.session_id) {
+                    self.append_gap(b, &end.session_id, first, last, "spool full (fail_open)");
+                }
+                spool::encode_json(&mut b.bytes, Kind::SessionEnd, &*end);
+                b.sessions.remove(&end.session_id);
+                b.capture.remove(&end.session_id);
+            }
+        }
+        let added = (b.bytes.len() - before) as u64;
+        b.end += added;
+        b.records_in_log += 1;
+        self.stats.events.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes_spooled.fetch_add(added, Ordering::Relaxed);
+        self.spool_bytes.fetch_add(added, Ordering::Relaxed);
+    }
+
+    /// How much of a frame's payload to keep under the per-statement cap.
+    fn capture(
+        &self,
+        b: &mut Buffer,
+        session_id: &str,
+        frame: &chaperone_schemas::Frame,
+    ) -> (usize, bool) {
+        let len = frame.payload.len();
+        let Some(cap) = self.config.payload_cap_bytes else {
+            return (len, false);
+        };
+        // Requests are what ran: always kept whole.
+        if frame.direction == Direction::ClientToServer {
+            return (len, false);
+        }
+        let state = match b.capture.get_mut(session_id) {
+            Some(s) => s,
+            None => b.capture.entry(session_id.to_string()).or_default(),
+        };
+        if state.command_index != frame.command_index {
+            *state = CaptureState {
+                command_index: frame.command_index,
+                ..Default::default()
+            };
+        }
+        let allowed = cap.saturating_sub(state.captured).min(len as u64) as usize;
+        state.captured += allowed as u64;
+        if allowed < len {
+            state.capped = true;
+            state.dropped += (len - allowed) as u64;
+            (allowed, true)
+        } else {
+            (len, false)
+        }
+    }
+
+    /// Fail-open while full: frames are dropped and their gap is recorded; the
+    /// small records (sessions, summaries) are still appended.
+    fn drop_or_append(&self, b: &mut Buffer, event: TapEvent, _why: &str) {
+        match event {
+            TapEvent::Frame(frame) => {
+                if let Some(s) = b.sessions.get_mut(&*frame.session_id) {
+                    segment::track_frame(
+                        s,
+                        frame.seq,
+                        frame.command_index,
+                        frame.time_ns,
+                        frame.direction,
+                        &frame.payload,
+                    );
+                }
+                let gap = b
+                    .gaps
+                    .entry(frame.session_id.to_string())
+                    .or_insert((frame.seq, frame.seq));
+                gap.1 = frame.seq;
+                let n = self.stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
+                if n.is_multiple_of(10_000) {
+                    tracing::warn!(
+                        dropped = n + 1,
+                        "archive spool full: frames are NOT recorded (fail_open); the gaps are recorded"
+                    );
+                }
+            }
+            other => self.append(b, other),
+        }
+    }
+
+    fn append_gap(&self, b: &mut Buffer, session_id: &str, first: u64, last: u64, reason: &str) {
+        spool::encode_json(
+            &mut b.bytes,
+            Kind::Gap,
+            &Gap {
+                session_id: session_id.to_string(),
+                first_seq: first,
+                last_seq: last,
+                reason: reason.to_string(),
+                at_ns: now_ns(),
+            },
+        );
+    }
+
+    /// Makes sure everything up to logical offset `end` is written (and fsync'd
+    /// with `sync`).
+    fn ensure_written(&self, end: u64, sync: bool) -> std::io::Result<()> {
+        let done = |inner: &Inner| {
+            inner.written.load(Ordering::Acquire) >= end
+                && (!sync || inner.synced.load(Ordering::Acquire) >= end)
+        };
+        if done(self) {
+            return Ok(());
+        }
+        let mut log = lock(&self.log);
+        if self.written.load(Ordering::Acquire) < end {
+            self.write_out(&mut log)?;
+        }
+        if sync && self.synced.load(Ordering::Acquire) < end {
+            self.fsync(&mut log)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the buffer to the log file. On failure the file is cut back to its
+    /// last whole record and the bytes stay buffered for the next try.
+    fn write_out(&self, log: &mut ActiveLog) -> std::io::Result<()> {
+        let (mut bytes, end) = {
+            let mut b = lock(&self.buffer);
+            let spare = std::mem::take(&mut log.spare);
+            (std::mem::replace(&mut b.bytes, spare), b.end)
+        };
+        if bytes.is_empty() {
+            log.spare = bytes;
+            return Ok(());
+        }
+        match log.file.write_all(&bytes) {
+            Ok(()) => {
+                log.size += bytes.len() as u64;
+                log.write_error = None;
+                bytes.clear();
+                log.spare = bytes;
+                self.written.store(end, Ordering::Release);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = log.file.set_len(log.size);
+                let _ = std::io::Seek::seek(&mut log.file, std::io::SeekFrom::Start(log.size));
+                let mut b = lock(&self.buffer);
+                bytes.extend_from_slice(&b.bytes);
+                b.bytes = bytes;
+                if log.write_error.is_none() {
+                    tracing::error!(error = %e, log = %log.path.display(), "archive spool write failed; retrying");
+                }
+                log.write_error = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    fn fsync(&self, log: &mut ActiveLog) -> std::io::Result<()> {
+        let written = self.written.load(Ordering::Acquire);
+        log.file.sync_data()?;
+        log.last_fsync = Instant::now();
+        self.synced.store(written, Ordering::Release);
+        self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Closes the current log (written and fsync'd), opens a new one with a
+    /// checkpoint of the open sessions, and hands the old one to the sealer.
+    fn rotate(&self, log: &mut ActiveLog, end: LogEnd) -> std::io::Result<()> {
+        self.write_out(log)?;
+        let (checkpoint_sessions, had_records) = {
+            let mut b = lock(&self.buffer);
+            // Anything appended since write_out above.
+            if !b.bytes.is_empty() {
+                log.file.write_all(&b.bytes)?;
+                log.size += b.bytes.len() as u64;
+                b.bytes.clear();
+                self.written.store(b.end, Ordering::Release);
+            }
+            let had = b.records_in_log > 0;
+            if !had && end == LogEnd::Rotated {
+                return Ok(());
+            }
+            b.records_in_log = 0;
+            // While the buffer is locked nothing is appended: the checkpoint is
+            // exactly the state at the end of the old log.
+            let sessions = if end == LogEnd::Interrupted {
+                SessionTable::new()
+            } else {
+                b.sessions.clone()
+            };
+            log.file.sync_all()?;
+            self.synced
+                .store(self.written.load(Ordering::Acquire), Ordering::Release);
+            (sessions, had)
+        };
+        let path = self.log_dir.join(log_file_name());
+        let file = create_log(&path, &self.gateway_id, &checkpoint_sessions)?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        self.spool_bytes.fetch_add(size, Ordering::Relaxed);
+        let spare = std::mem::take(&mut log.spare);
+        let old = std::mem::replace(
+            log,
+            ActiveLog {
+                file,
+                path,
+                opened: Instant::now(),
+                size,
+                spare,
+                last_fsync: Instant::now(),
+                write_error: None,
+            },
+        );
+        let open_sessions = !lock(&self.buffer).sessions.is_empty();
+        if had_records || (end == LogEnd::Interrupted && open_sessions) {
+            let job = SealJob {
+                log: old.path.clone(),
+                end,
+            };
+            match lock(&self.seal_tx).as_ref() {
+                Some(tx) => {
+                    let _ = tx.send(job);
+                }
+                None => {
+                    tracing::warn!(log = %old.path.display(), "archive: sealer stopped; log left for recovery at the next start");
+                }
+            }
+        } else {
+            let size = old.size;
+            drop(old.file);
+            if std::fs::remove_file(&old.path).is_ok() {
+                self.spool_bytes.fetch_sub(
+                    size.min(self.spool_bytes.load(Ordering::Relaxed)),
+                    Ordering::Relaxed,
+                );
+            }
+        }
+        if end == LogEnd::Interrupted {
+            // Sessions cut by the stop are ended in the sealed segment.
+            lock(&self.buffer).sessions.clear();
+        }
+        Ok(())
+    }
+}
+
+fn create_log(path: &Path, gateway_id: &str, sessions: &SessionTable) -> std::io::Result<File> {
+    let mut file = File::options().create_new(true).append(true).open(path)?;
+    let preamble = spool::log_preamble(
+        &LogHeader {
+            gateway_id: gateway_id.to_string(),
+            created_at_ns: now_ns(),
+        },
+        &segment::checkpoint_of(sessions),
+    );
+    file.write_all(&preamble)?;
+    file.sync_all()?;
+    if let Some(dir) = path.parent() {
+        fsutil::sync_dir(dir)?;
+    }
+    Ok(file)
+}
+
+fn writer_loop(inner: Arc<Inner>) {
+    let fsync_every = inner.config.fsync_interval();
+    let max_age = inner.config.segment_max_age();
+    let max_bytes = inner.config.segment_max_bytes;
+    let mut last_error_log = Instant::now() - Duration::from_secs(60);
+    while !inner.closing.load(Ordering::SeqCst) {
+        std::thread::park_timeout(FLUSH_INTERVAL);
+        let mut log = lock(&inner.log);
+        if inner.closing.load(Ordering::SeqCst) {
+            break;
+        }
+        let result = (|| {
+            inner.write_out(&mut log)?;
+            if inner.synced.load(Ordering::Acquire) < inner.written.load(Ordering::Acquire)
+                && log.last_fsync.elapsed() >= fsync_every
+            {
+                inner.fsync(&mut log)?;
+            }
+            if log.size >= max_bytes || log.opened.elapsed() >= max_age {
+                inner.rotate(&mut log, LogEnd::Rotated)?;
+                log.opened = Instant::now();
+            }
+            Ok::<(), std::io::Error>(())
+        })();
+        if let Err(e) = result {
+            if last_error_log.elapsed() > Duration::from_secs(5) {
+                tracing::error!(error = %e, "archive spool: write/rotate failed; retrying");
+                last_error_log = Instant::now();
+            }
+        }
+    }
+}
+
+/// Seals logs in order, owning the manifest chain.
+struct Sealer {
+    inner: Arc<Inner>,
+    chain: ChainState,
+}
+
+impl Sealer {
+    fn run(mut self, jobs: mpsc::Receiver<SealJob>) {
+        while let Ok(job) = jobs.recv() {
+            let mut delay = Duration::from_millis(200);
+            loop {
+                match self.seal(&job.log, None, job.end) {
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::error!(log = %job.log.display(), error = %e, "archive: sealing failed; retrying");
+                        if self.inner.closing.load(Ordering::SeqCst)
+                            && delay > Duration::from_secs(2)
+                        {
+                            tracing::error!(log = %job.log.display(), "archive: giving up sealing before stop; the log stays in the spool");
+                            break;
+                        }
+                        std::thread::sleep(delay);
+                        delay = (delay * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Seals the logs a previous process left, oldest first; the newest is the
+    /// one that was being written when it stopped.
+    fn recover(&mut self) -> Result<(), String> {
+        let logs = list_logs(&self.inner.log_dir);
+        if logs.is_empty() {
+            return Ok(());
+        }
+        // Logs already sealed (a crash between sealing and deleting the log).
+        let sealed_sources = sealed_sources(&self.inner.sealed_dir);
+        let mut carried: Option<SessionTable> = None;
+        let n = logs.len();
+        for (i, log) in logs.into_iter().enumerate() {
+            let name = file_name(&log);
+            if sealed_sources.contains(&name)
+                || self.chain.last_source_log.as_deref() == Some(name.as_str())
+            {
+                tracing::info!(log = %name, "archive: spool log already sealed; removing it");
+                let _ = std::fs::remove_file(&log);
+                carried = None;
+                continue;
+            }
+            let end = if i + 1 == n {
+                LogEnd::Interrupted
+            } else {
+                LogEnd::Rotated
+            };
+            tracing::info!(log = %name, "archive: recovering spool log left by a previous run");
+            carried = self
+                .seal(&log, carried.take(), end)
+                .map_err(|e| format!("{name}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Seals one log; returns the sessions open at its end.
+    fn seal(
+        &mut self,
+        log: &Path,
+        carried: Option<SessionTable>,
+        end: LogEnd,
+    ) -> Result<Option<SessionTable>, String> {
+        let inner = &self.inner;
+        let segment = self.chain.last_segment + 1;
+        let name = file_name(log);
+        let tmp = inner
+            .sealed_dir
+            .join(format!("{}.tmp", segment_dir_name(segment)));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let mut sealed = segment::seal_log(
+            log,
+            carried,
+            end,
+            &inner.settings,
+            segment,
+            self.chain.previous(),
+            &tmp,
+        )
+        .map_err(|e| e.to_string())?;
+        let lost: u64 = sealed
+            .manifest
+            .spool_losses
+            .iter()
+            .map(|l| l.bytes_lost)
+            .sum();
+        inner
+            .stats
+            .spool_bytes_lost
+            .fetch_add(lost, Ordering::Relaxed);
+        if sealed.files.is_empty()
+            && sealed.manifest.spool_losses.is_empty()
+            && sealed.manifest.gaps.is_empty()
+        {
+            // Nothing to archive (e.g. only a checkpoint).
+            let _ = std::fs::remove_dir_all(&tmp);
+            let size = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
+            std::fs::remove_file(log).map_err(|e| e.to_string())?;
+            self.inner.sub_spool(size);
+            return Ok(Some(sealed.open_sessions));
+        }
+        let manifest_bytes = sealed.manifest.sign(&inner.signing_key);
+        let io = |e: std::io::Error| e.to_string();
+        fsutil::write_durably(&tmp.join("manifest.json"), &manifest_bytes).map_err(io)?;
+        let upload = UploadList {
+            source_log: name.clone(),
+            manifest_path: inner.settings.layout.manifest(&inner.gateway_id, segment),
+            files: sealed
+                .files
+                .iter()
+                .map(|(local, path)| (file_name(local), path.clone()))
+                .collect(),
+        };
+        fsutil::write_durably(
+            &tmp.join(UPLOAD_LIST),
+            &serde_json::to_vec_pretty(&upload).expect("serializes"),
+        )
+        .map_err(io)?;
+        fsutil::sync_dir(&tmp).map_err(io)?;
+        let dir = inner.sealed_dir.join(segment_dir_name(segment));
+        std::fs::rename(&tmp, &dir).map_err(io)?;
+        fsutil::sync_dir(&inner.sealed_dir).map_err(io)?;
+        self.chain.advance(segment, &manifest_bytes, &name);
+        chain::save_local(&inner.spool_dir, &self.chain).map_err(io)?;
+        let log_size = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
+        std::fs::remove_file(log).map_err(io)?;
+        let _ = fsutil::sync_dir(&inner.log_dir);
+        inner
+            .spool_bytes
+            .fetch_add(fsutil::dir_size(&dir), Ordering::Relaxed);
+        inner.sub_spool(log_size);
+        inner.stats.segments_sealed.fetch_add(1, Ordering::Relaxed);
+        inner.segments_pending.fetch_add(1, Ordering::AcqRel);
+        tracing::debug!(
+            segment,
+            files = sealed.files.len(),
+            rows = ?sealed.rows,
+            "archive: segment sealed"
+        );
+        if let Some(t) = inner.uploader.get() {
+            t.unpark();
+        }
+        Ok(Some(std::mem::take(&mut sealed.open_sessions)))
+    }
+}
+
+impl Inner {
+    fn sub_spool(&self, bytes: u64) {
+        let _ = self
+            .spool_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(bytes))
+            });
+    }
+}
+
+const UPLOAD_LIST: &str = "upload.json";
+
+/// What a sealed segment directory holds, for the uploader.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct UploadList {
+    source_log: String,
+    manifest_path: String,
+    /// Local file name and object path, uploaded in this order.
+    files: Vec<(String, String)>,
+}
+
+fn segment_dir_name(segment: u64) -> String {
+    chaperone_schemas::layout::segment_name(segment)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn list_logs(log_dir: &Path) -> Vec<PathBuf> {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(log_dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == spool::LOG_EXTENSION))
+                .collect()
+        })
+        .unwrap_or_default();
+    logs.sort();
+    logs
+}
+
+/// Sealed segment directories, oldest first.
+fn sealed_segments(sealed_dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut out: Vec<(u64, PathBuf)> = std::fs::read_dir(sealed_dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let n: u64 = name.parse().ok()?;
+                    Some((n, e.path()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+fn sealed_sources(sealed_dir: &Path) -> Vec<String> {
+    sealed_segments(sealed_dir)
+        .into_iter()
+        .filter_map(|(_, dir)| {
+            let bytes = std::fs::read(dir.join(UPLOAD_LIST)).ok()?;
+            let list: UploadList = serde_json::from_slice(&bytes).ok()?;
+            Some(list.source_log)
+        })
+        .collect()
+}
+
+/// Where the chain continues: the newest sealed segment waiting in the spool,
+/// else the spool's state file, else the store.
+fn initial_chain(
+    spool_dir: &Path,
+    sealed_dir: &Path,
+    store: &Store,
+    layout: &Layout,
+    gateway_id: &str,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<ChainState, OpenError> {
+    // Half-written sealed directories are redone from their log.
+    if let Ok(d) = std::fs::read_dir(sealed_dir) {
+        for e in d.flatten() {
+            if e.file_name().to_string_lossy().ends_with(".tmp") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let local = chain::load_local(spool_dir).map_err(|source| OpenError::Spool {
+        path: chain::state_path(spool_dir),
+        source,
+    })?;
+    if let Some((segment, dir)) = sealed_segments(sealed_dir).pop() {
+        let bytes =
+            std::fs::read(dir.join("manifest.json")).map_err(|source| OpenError::Spool {
+                path: dir.clone(),
+                source,
+            })?;
+        let source_log = std::fs::read(dir.join(UPLOAD_LIST))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<UploadList>(&b).ok())
+            .map(|l| l.source_log);
+        let mut state = ChainState::default();
+        state.advance(segment, &bytes, source_log.as_deref().unwrap_or(""));
+        if local.as_ref().is_some_and(|l| l.last_segment > segment) {
+            return Ok(local.unwrap_or_default());
+        }
+        return Ok(state);
+    }
+    if let Some(state) = local {
+        return Ok(state);
+    }
+    // A new spool: continue the chain the store has (an empty store starts it).
+    runtime
+        .block_on(chain::load_remote(store, layout, gateway_id))
+        .map_err(|e| {
+            OpenError::Recovery(format!(
+                "cannot read the archive store to continue gateway {gateway_id}'s manifest chain ({e}); \
+                 the store must be reachable when a gateway starts with an empty spool"
+            ))
+        })
+}
+
+fn load_signing_key(config: &ArchiveConfig) -> Result<ed25519_dalek::SigningKey, OpenError> {
+    use chaperone_schemas::manifest::parse_signing_key;
+    let parse = |text: &str, what: &str| {
+        parse_signing_key(text).map_err(|e| OpenError::Key(format!("{what}: {e}")))
+    };
+    if let Some(var) = &config.signing_key_env {
+        let text = std::env::var(var)
+            .map_err(|_| OpenError::Key(format!("environment variable {var} is not set")))?;
+        return parse(&text, var);
+    }
+    if let Some(path) = &config.signing_key_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| OpenError::Key(format!("cannot read {}: {e}", path.display())))?;
+        return parse(&text, &path.display().to_string());
+    }
+    // No key configured: one is generated and kept beside the spool, so that the
+    // chain is at least signed consistently. Production configs set a key.
+    let path = config.spool_dir.join("signing-key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return parse(&text, &path.display().to_string());
+    }
+    let seed: [u8; 32] = rand::random();
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let mut f = File::options()
+        .create_new(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| OpenError::Key(format!("cannot create {}: {e}", path.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = f.set_permissions(std::fs::Permissions::from_mode(0o600));
+    }
+    f.write_all(hex::encode(seed).as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| OpenError::Key(format!("cannot write {}: {e}", path.display())))?;
+    tracing::warn!(
+        path = %path.display(),
+        public_key = %hex::encode(key.verifying_key().as_bytes()),
+        "archive: no signing key configured (signing_key_env / signing_key_file); generated one"
+    );
+    Ok(key)
+}
+
+/// Uploads sealed segments in order, forever (until shutdown).
+fn upload_loop(inner: Arc<Inner>, runtime: tokio::runtime::Runtime) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let next = sealed_segments(&inner.sealed_dir).into_iter().next();
+        let Some((segment, dir)) = next else {
+            if inner.stop_uploads.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::park_timeout(Duration::from_millis(500));
+            continue;
+        };
+        match runtime.block_on(upload_segment(&inner, &dir)) {
+            Ok(()) => {
+                let size = fsutil::dir_size(&dir);
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    tracing::error!(error = %e, dir = %dir.display(), "archive: cannot remove an uploaded segment from the spool");
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+                inner.sub_spool(size);
+                let _ =
+                    inner
+                        .segments_pending
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                            Some(v.saturating_sub(1))
+                        });
+                inner
+                    .stats
+                    .segments_uploaded
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some((_, since)) = lock(&inner.upload_error).take() {
+                    tracing::info!(
+                        segment,
+                        down_for_s = since.elapsed().as_secs(),
+                        "archive: object storage reachable again; uploading the queued segments in order"
+                    );
+                }
+                backoff = Duration::from_millis(100);
+            }
+            Err(e) => {
+                inner.stats.upload_failures.fetch_add(1, Ordering::Relaxed);
+                let mut err = lock(&inner.upload_error);
+                let first = err.is_none();
+                let since = err.as_ref().map(|(_, s)| *s).unwrap_or_else(Instant::now);
+                *err = Some((e.clone(), since));
+                drop(err);
+                if first || backoff >= Duration::from_secs(5) {
+                    tracing::warn!(
+                        segment,
+                        error = %e,
+                        spool_mib = inner.spool_bytes.load(Ordering::Relaxed) >> 20,
+                        limit_mib = inner.config.spool_limit_bytes >> 20,
+                        pending_segments = inner.segments_pending.load(Ordering::Relaxed),
+                        "archive: upload failed; segments stay in the spool and are retried in order"
+                    );
+                }
+                if inner.stop_uploads.load(Ordering::SeqCst) {
+                    // Shutdown gives up on a store that is down; the spool keeps it.
+                    return;
+                }
+                std::thread::park_timeout(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+async fn upload_segment(inner: &Inner, dir: &Path) -> Result<(), String> {
+    let list: UploadList = serde_json::from_slice(
+        &std::fs::read(dir.join(UPLOAD_LIST)).map_err(|e| format!("{}: {e}", dir.display()))?,
+    )
+    .map_err(|e| format!("{}: {e}", dir.display()))?;
+    for (local, path) in &list.files {
+        inner
+            .store
+            .upload_file(&dir.join(local), path)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    // The manifest last: its presence says the segment is complete.
+    inner
+        .store
+        .upload_file(&dir.join("manifest.json"), &list.manifest_path)
+        .await
+        .map_err(|e| e.to_string())
+}

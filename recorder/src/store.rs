@@ -1,0 +1,186 @@
+//! The object store the archive lives in: a local directory, or S3 / GCS / Azure
+//! by URL (credentials from the environment, as each SDK reads them).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+/// S3's smallest part (except the last); also the size past which uploads are
+/// multipart.
+pub const PART_SIZE: usize = 5 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("archive store {store:?}: {message}")]
+    Config { store: String, message: String },
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("local file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("upload of {path} not confirmed: {message}")]
+    Unconfirmed { path: String, message: String },
+}
+
+/// An opened archive store and the prefix of the archive inside it.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub inner: Arc<dyn ObjectStore>,
+    /// The path inside the store where `v1/` lives (may be empty).
+    pub prefix: String,
+    /// What the operator configured, for messages.
+    pub description: String,
+}
+
+impl Store {
+    /// Opens `location`: a URL (`s3://bucket/prefix`, `gs://…`, `az://…`,
+    /// `file:///dir`) or a local directory (created if missing).
+    pub fn open(location: &str, options: &BTreeMap<String, String>) -> Result<Store, StoreError> {
+        let config_err = |message: String| StoreError::Config {
+            store: location.to_string(),
+            message,
+        };
+        if !location.contains("://") {
+            return Self::open_dir(Path::new(location), location);
+        }
+        let url = url::Url::parse(location).map_err(|e| config_err(e.to_string()))?;
+        if url.scheme() == "file" {
+            let dir = url
+                .to_file_path()
+                .map_err(|_| config_err("not a local path".into()))?;
+            return Self::open_dir(&dir, location);
+        }
+        let prefix = url.path().trim_matches('/').to_string();
+        let inner: Arc<dyn ObjectStore> = match url.scheme() {
+            "s3" | "s3a" => {
+                let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(location);
+                for (k, v) in options {
+                    let key = k
+                        .parse()
+                        .map_err(|e: object_store::Error| config_err(e.to_string()))?;
+                    b = b.with_config(key, v);
+                }
+                Arc::new(b.build().map_err(|e| config_err(e.to_string()))?)
+            }
+            "gs" => {
+                let mut b =
+                    object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(location);
+                for (k, v) in options {
+                    let key = k
+                        .parse()
+                        .map_err(|e: object_store::Error| config_err(e.to_string()))?;
+                    b = b.with_config(key, v);
+                }
+                Arc::new(b.build().map_err(|e| config_err(e.to_string()))?)
+            }
+            "az" | "azure" | "abfs" | "abfss" => {
+                let mut b =
+                    object_store::azure::MicrosoftAzureBuilder::from_env().with_url(location);
+                for (k, v) in options {
+                    let key = k
+                        .parse()
+                        .map_err(|e: object_store::Error| config_err(e.to_string()))?;
+                    b = b.with_config(key, v);
+                }
+                Arc::new(b.build().map_err(|e| config_err(e.to_string()))?)
+            }
+            other => {
+                return Err(config_err(format!(
+                    "unsupported scheme {other}://; use a directory, file://, s3://, gs:// or az://"
+                )))
+            }
+        };
+        Ok(Store {
+            inner,
+            prefix,
+            description: location.to_string(),
+        })
+    }
+
+    fn open_dir(dir: &Path, description: &str) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Config {
+            store: description.to_string(),
+            message: format!("cannot create the directory: {e}"),
+        })?;
+        let inner = object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(|e| {
+            StoreError::Config {
+                store: description.to_string(),
+                message: e.to_string(),
+            }
+        })?;
+        Ok(Store {
+            inner: Arc::new(inner),
+            prefix: String::new(),
+            description: description.to_string(),
+        })
+    }
+
+    /// Uploads a local file (multipart past [`PART_SIZE`]) and confirms its size.
+    pub async fn upload_file(&self, local: &Path, path: &str) -> Result<(), StoreError> {
+        let data = Bytes::from(std::fs::read(local)?);
+        self.put(path, data).await
+    }
+
+    /// Stores bytes at `path` (multipart past [`PART_SIZE`]) and confirms the
+    /// stored size.
+    pub async fn put(&self, path: &str, data: Bytes) -> Result<(), StoreError> {
+        let location = ObjectPath::from(path);
+        let len = data.len();
+        if len <= PART_SIZE {
+            self.inner.put(&location, PutPayload::from(data)).await?;
+        } else {
+            let mut upload = self.inner.put_multipart(&location).await?;
+            let mut offset = 0;
+            let result: Result<(), object_store::Error> = async {
+                while offset < len {
+                    let end = (offset + PART_SIZE).min(len);
+                    upload
+                        .put_part(PutPayload::from(data.slice(offset..end)))
+                        .await?;
+                    offset = end;
+                }
+                upload.complete().await?;
+                Ok(())
+            }
+            .await;
+            if let Err(e) = result {
+                let _ = upload.abort().await;
+                return Err(e.into());
+            }
+        }
+        let meta = self.inner.head(&location).await?;
+        if meta.size != len as u64 {
+            return Err(StoreError::Unconfirmed {
+                path: path.to_string(),
+                message: format!("stored {} bytes, uploaded {len}", meta.size),
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads a whole object.
+    pub async fn get(&self, path: &str) -> Result<Bytes, StoreError> {
+        Ok(self
+            .inner
+            .get(&ObjectPath::from(path))
+            .await?
+            .bytes()
+            .await?)
+    }
+
+    /// Lists object paths under `prefix`, sorted.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut out: Vec<(String, u64)> = self
+            .inner
+            .list(Some(&ObjectPath::from(prefix)))
+            .map_ok(|m| (m.location.to_string(), m.size))
+            .try_collect()
+            .await?;
+        out.sort();
+        Ok(out)
+    }
+}
