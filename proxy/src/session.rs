@@ -30,6 +30,7 @@ use crate::protocol::response::{codes, encode_ok, ErrInfo, OkInfo, SERVER_STATUS
 use crate::protocol::{CapabilityFlags, Malformed, Packet, PacketCodec, PacketError};
 use crate::registry::{self, LiveSession};
 use crate::server::Shared;
+use crate::sql::AnalysisCache;
 use crate::stream::Stream;
 use crate::upstream::{Upstream, UpstreamError, UpstreamRequest};
 
@@ -743,6 +744,8 @@ impl Session {
         }
 
         let mut forward = packet.payload.clone();
+        // COM_STMT_PREPARE: the statement's analysis, kept with it once prepared.
+        let mut prepared = None;
         match code {
             COM_QUIT => {
                 self.finish(summary, started, None);
@@ -763,6 +766,10 @@ impl Session {
             COM_QUERY => {
                 let sql = &packet.payload[1..];
                 summary.sql = Some(String::from_utf8_lossy(sql).into_owned());
+                let text = summary.sql.as_deref().unwrap_or_default();
+                AnalysisCache::shared()
+                    .analyze(text)
+                    .record_into(&mut summary, self.database.as_deref());
                 if registry::is_kill(sql) {
                     match self.rewrite_kill(registry::parse_kill(sql)) {
                         Ok(rewritten) => forward = rewritten,
@@ -793,6 +800,10 @@ impl Session {
             }
             COM_STMT_PREPARE => {
                 summary.sql = Some(String::from_utf8_lossy(&packet.payload[1..]).into_owned());
+                let analysis =
+                    AnalysisCache::shared().analyze(summary.sql.as_deref().unwrap_or_default());
+                analysis.record_into(&mut summary, self.database.as_deref());
+                prepared = Some(analysis);
             }
             COM_STMT_EXECUTE => {
                 let id = execute::statement_id(&packet.payload).ok();
@@ -802,6 +813,9 @@ impl Session {
                 };
                 summary.statement_id = id;
                 summary.sql = Some(stmt.sql.clone());
+                if let Some(a) = &stmt.analysis {
+                    a.record_into(&mut summary, stmt.database.as_deref());
+                }
                 match execute::parse(&packet.payload, stmt) {
                     Ok(exec) => summary.params = exec.params,
                     Err(e) => {
@@ -881,6 +895,8 @@ impl Session {
                                 num_columns: columns,
                                 bound_types: None,
                                 long_data: vec![false; params as usize],
+                                analysis: prepared.take(),
+                                database: self.database.clone(),
                             },
                         );
                         summary.statement_id = Some(id);
@@ -958,6 +974,7 @@ impl Session {
                 }
             }
             let outgoing = Packet::new(client_seq, packet.payload);
+            exchange.delivered(&outgoing.payload);
             client_seq = outgoing.next_seq();
             self.bytes_to_client += outgoing.payload.len() as u64;
             let frame = self.frame(Direction::ServerToClient, outgoing.payload.clone());
@@ -1095,6 +1112,7 @@ impl Session {
             summary.last_insert_id = f.last_insert_id;
             summary.warnings = f.warnings;
             summary.result_columns = f.columns;
+            summary.result_hash = f.result_hash;
             if let Some(e) = f.error {
                 summary.error_code = Some(e.code);
                 summary.error_message = Some(e.message);

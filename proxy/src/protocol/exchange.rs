@@ -13,6 +13,7 @@ use super::column::ColumnDef;
 use super::command::*;
 use super::lenenc::Reader;
 use super::response::{ErrInfo, OkInfo, EOF_HEADER, ERR_HEADER, LOCAL_INFILE_HEADER, OK_HEADER};
+use super::result_hash::ResultHash;
 use super::Malformed;
 
 /// What kind of response a command gets.
@@ -97,6 +98,9 @@ pub struct ResponseFacts {
     pub status: u16,
     /// For COM_STMT_PREPARE: the new statement's id, parameter and column counts.
     pub prepared: Option<(u32, u16, u16)>,
+    /// Hex SHA-256 of the result sets as delivered ([`ResultHash`]); None when
+    /// the response had no result set.
+    pub result_hash: Option<String>,
 }
 
 /// Follows one command's response, packet by packet.
@@ -107,6 +111,9 @@ pub struct Exchange {
     /// COM_STMT_EXECUTE may open a cursor: then the result set ends after the metadata.
     binary: bool,
     facts: ResponseFacts,
+    /// The last packet was part of a result set (column count, definition, row).
+    result_packet: bool,
+    hash: ResultHash,
 }
 
 impl Exchange {
@@ -124,6 +131,8 @@ impl Exchange {
             deprecate_eof,
             binary: command == COM_STMT_EXECUTE,
             facts: ResponseFacts::default(),
+            result_packet: false,
+            hash: ResultHash::new(),
         }
         .with_kind(command)
     }
@@ -144,8 +153,18 @@ impl Exchange {
         &self.facts
     }
 
-    pub fn into_facts(self) -> ResponseFacts {
+    pub fn into_facts(mut self) -> ResponseFacts {
+        self.facts.result_hash = self.hash.finish();
         self.facts
+    }
+
+    /// Tells the exchange what the client was sent for the packet just fed to
+    /// [`Exchange::on_packet`] (the same bytes, or a masked version of them):
+    /// result-set packets go into the result hash.
+    pub fn delivered(&mut self, payload: &[u8]) {
+        if self.result_packet {
+            self.hash.update(payload);
+        }
     }
 
     /// After a LOCAL INFILE exchange, the server sends OK or ERR.
@@ -159,13 +178,12 @@ impl Exchange {
             .first()
             .ok_or_else(|| Malformed::new("server response", "empty packet"))?;
         let is_terminator = header == EOF_HEADER && payload.len() < 0xFF_FFFF;
+        self.result_packet = false;
         match self.state {
-            State::Done => {
-                return Err(Malformed::new(
-                    "server response",
-                    "packet after the end of the response",
-                ))
-            }
+            State::Done => Err(Malformed::new(
+                "server response",
+                "packet after the end of the response",
+            )),
             State::First => {
                 if header == ERR_HEADER {
                     return self.error(payload);
@@ -201,9 +219,11 @@ impl Exchange {
                 }
                 self.facts.columns.clear();
                 self.state = State::Columns { left: count };
+                self.result_packet = true;
                 Ok(Step::More)
             }
             State::Columns { left } => {
+                self.result_packet = true;
                 if self.facts.columns.len() < 4096 {
                     self.facts.columns.push(ColumnDef::parse_name(payload)?);
                 }
@@ -242,6 +262,7 @@ impl Exchange {
                     return Ok(self.finish_result(ok, false));
                 }
                 self.facts.rows += 1;
+                self.result_packet = true;
                 Ok(Step::More)
             }
             State::PrepareDefs { params, columns } => {
@@ -388,6 +409,51 @@ mod tests {
             assert_eq!(ex.facts().rows, 2);
             assert_eq!(ex.facts().columns, vec!["a", "b"]);
         }
+    }
+
+    #[test]
+    fn result_hash_covers_result_sets_as_delivered() {
+        let hash = |deprecate: bool, rows: &[&[u8]], deliver: &dyn Fn(&[u8]) -> Vec<u8>| {
+            let caps = if deprecate {
+                CapabilityFlags::CLIENT_DEPRECATE_EOF
+            } else {
+                CapabilityFlags::empty()
+            };
+            let mut packets = vec![vec![1], coldef("a")];
+            if !deprecate {
+                packets.push(encode_eof(ok(2, 0)));
+            }
+            packets.extend(rows.iter().map(|r| r.to_vec()));
+            packets.push(encode_terminator(ok(2, 0), caps));
+            let mut ex = Exchange::new(COM_QUERY, deprecate);
+            for p in &packets {
+                ex.on_packet(p).unwrap();
+                ex.delivered(&deliver(p));
+            }
+            ex.into_facts().result_hash
+        };
+        let same = |p: &[u8]| p.to_vec();
+        let a = hash(true, &[&[1, b'x'], &[1, b'y']], &same);
+        assert!(a.is_some());
+        // EOF packets and status flags are not part of the result.
+        assert_eq!(a, hash(false, &[&[1, b'x'], &[1, b'y']], &same));
+        assert_ne!(a, hash(true, &[&[1, b'y'], &[1, b'x']], &same));
+        assert_ne!(a, hash(true, &[&[1, b'x']], &same));
+        // What counts is what the client was sent.
+        let masked = |p: &[u8]| {
+            if p == [1, b'x'] {
+                vec![1, b'*']
+            } else {
+                p.to_vec()
+            }
+        };
+        assert_ne!(a, hash(true, &[&[1, b'x'], &[1, b'y']], &masked));
+        // No result set, no hash.
+        let mut ex = Exchange::new(COM_QUERY, true);
+        let okp = encode_ok(ok(2, 1), CapabilityFlags::CLIENT_DEPRECATE_EOF);
+        ex.on_packet(&okp).unwrap();
+        ex.delivered(&okp);
+        assert_eq!(ex.into_facts().result_hash, None);
     }
 
     #[test]

@@ -27,6 +27,11 @@ pub struct PreparedStatement {
     /// Parameters whose value arrived through COM_STMT_SEND_LONG_DATA since the
     /// last execution.
     pub long_data: Vec<bool>,
+    /// What the statement is and touches, analysed once at prepare time.
+    pub analysis: Option<std::sync::Arc<crate::sql::Analysis>>,
+    /// The current database at prepare time: the server resolves the
+    /// statement's table names then.
+    pub database: Option<String>,
 }
 
 /// A parsed COM_STMT_EXECUTE.
@@ -252,6 +257,7 @@ mod tests {
             num_columns: 1,
             bound_types: None,
             long_data: vec![false; n as usize],
+            ..Default::default()
         }
     }
 

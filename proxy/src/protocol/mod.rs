@@ -2,8 +2,9 @@
 //!
 //! One module per thing: [`packet`] framing, [`handshake`] packets, [`response`]
 //! packets (OK / ERR / EOF), [`command`] codes, [`execute`] (COM_STMT_EXECUTE),
-//! [`column`] definitions, and [`exchange`], the state machine that tells where a
-//! command's response ends. The rest is forwarded as bytes.
+//! [`column`] definitions, [`exchange`], the state machine that tells where a
+//! command's response ends, and the [`result_hash`] over what it delivered.
+//! The rest is forwarded as bytes.
 //!
 //! Spec: <https://dev.mysql.com/doc/dev/mysql-server/latest/PAGE_PROTOCOL.html>
 
@@ -15,6 +16,7 @@ pub mod handshake;
 pub mod lenenc;
 pub mod packet;
 pub mod response;
+pub mod result_hash;
 
 pub use mysql_common::constants::{CapabilityFlags, StatusFlags};
 pub use packet::{Packet, PacketCodec, PacketError};

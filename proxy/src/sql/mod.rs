@@ -175,10 +175,10 @@ impl Analysis {
         out
     }
 
-    /// Writes the facts into a command's record; tables are qualified with the
-    /// summary's current database.
-    pub fn record_into(&self, summary: &mut CommandSummary) {
-        let database = summary.database.as_deref();
+    /// Writes the facts into a command's record, tables qualified with
+    /// `database`: the current database for COM_QUERY, the database at prepare
+    /// time for a prepared statement (names are resolved when it is prepared).
+    pub fn record_into(&self, summary: &mut CommandSummary, database: Option<&str>) {
         summary.tables_read = self.tables_read(database);
         summary.tables_written = self.tables_written(database);
         summary.digest = self.digest.clone();

@@ -346,11 +346,8 @@ fn large_texts_are_not_parsed() {
 
 #[test]
 fn record_into_a_summary() {
-    let mut s = CommandSummary {
-        database: Some("shop".into()),
-        ..Default::default()
-    };
-    analyze("UPDATE a JOIN b ON a.id = b.id SET a.x = b.y").record_into(&mut s);
+    let mut s = CommandSummary::default();
+    analyze("UPDATE a JOIN b ON a.id = b.id SET a.x = b.y").record_into(&mut s, Some("shop"));
     assert_eq!(s.statement_class.as_deref(), Some("write"));
     assert_eq!(s.tables_read, vec!["shop.b"]);
     assert_eq!(s.tables_written, vec!["shop.a"]);
