@@ -53,13 +53,10 @@ impl Metrics {
             connections_total: Counter::default(),
             connections_active: Gauge::default(),
             commands_total: Family::default(),
-            command_duration_seconds: Histogram::new(
-                [
-                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                    0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-                ]
-                .into_iter(),
-            ),
+            command_duration_seconds: Histogram::new([
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
             bytes_total: Family::default(),
             errors_total: Family::default(),
             upstream_connect_failures_total: Counter::default(),
