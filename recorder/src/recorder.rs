@@ -418,6 +418,23 @@ impl Recorder {
         }
     }
 
+    /// Stops as a killed process would: what is buffered is not written and the
+    /// current log is not sealed (the next [`Recorder::open`] recovers it). For
+    /// crash tests.
+    pub fn abandon(self) {
+        self.inner.closing.store(true, Ordering::SeqCst);
+        self.inner.stop_uploads.store(true, Ordering::SeqCst);
+        lock(&self.inner.seal_tx).take();
+        let threads = std::mem::take(&mut *lock(&self.threads));
+        for t in [threads.writer, threads.sealer, threads.uploader]
+            .into_iter()
+            .flatten()
+        {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+
     /// Stops recording: writes and seals everything (sessions still open are
     /// ended as `gateway_stopped`), then gives uploads up to `timeout`. What is
     /// not uploaded by then stays in the spool for the next start.
@@ -1061,7 +1078,12 @@ impl Sealer {
         .map_err(io)?;
         fsutil::sync_dir(&tmp).map_err(io)?;
         let dir = inner.sealed_dir.join(segment_dir_name(segment));
-        std::fs::rename(&tmp, &dir).map_err(io)?;
+        // Counted before it is visible to the uploader, which counts it down.
+        inner.segments_pending.fetch_add(1, Ordering::AcqRel);
+        if let Err(e) = std::fs::rename(&tmp, &dir) {
+            inner.segments_pending.fetch_sub(1, Ordering::AcqRel);
+            return Err(e.to_string());
+        }
         fsutil::sync_dir(&inner.sealed_dir).map_err(io)?;
         self.chain.advance(segment, &manifest_bytes, &name);
         chain::save_local(&inner.spool_dir, &self.chain).map_err(io)?;
@@ -1073,7 +1095,6 @@ impl Sealer {
             .fetch_add(fsutil::dir_size(&dir), Ordering::Relaxed);
         inner.sub_spool(log_size);
         inner.stats.segments_sealed.fetch_add(1, Ordering::Relaxed);
-        inner.segments_pending.fetch_add(1, Ordering::AcqRel);
         tracing::debug!(
             segment,
             files = sealed.files.len(),
