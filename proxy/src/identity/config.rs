@@ -80,7 +80,9 @@ pub struct IssuerConfig {
     pub allow_http_loopback: bool,
 }
 
-/// `[roles.NAME]`: which identities may use which targets, and how.
+/// `[roles.NAME]`: which identities may use which targets, and how. When several
+/// roles match an identity, the one with the most claim conditions that grants
+/// the requested target wins (ties: name order).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoleConfig {
@@ -315,4 +317,109 @@ pub fn validate(config: &crate::config::Config) -> Result<(), crate::config::Con
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::identity::roles::Roles;
+    use serde_json::json;
+
+    fn claims(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn the_github_actions_example_parses_and_matches_github_claims() {
+        let config = Config::parse(include_str!("../../../deploy/github-actions.toml")).unwrap();
+        let roles = Roles::from_config(&config.roles);
+        // Claims as in a real GitHub Actions token.
+        let migrate = claims(json!({
+            "sub": "repo:acme/orders:environment:production",
+            "repository": "acme/orders", "repository_owner": "acme",
+            "ref": "refs/heads/main", "environment": "production", "event_name": "push",
+            "job_workflow_ref": "acme/orders/.github/workflows/migrate.yml@refs/heads/main",
+            "run_id": "123", "actor": "octocat"
+        }));
+        let g = roles.resolve("github", &migrate, "orders").unwrap();
+        assert_eq!(g.role, "orders-migrations");
+        assert_eq!(g.upstream_user.as_deref(), Some("migrator"));
+        let mut pr = migrate.clone();
+        pr.insert("ref".into(), json!("refs/pull/7/merge"));
+        pr.insert("event_name".into(), json!("pull_request"));
+        let g = roles.resolve("github", &pr, "orders").unwrap();
+        assert_eq!(g.role, "acme-ci-readers");
+        assert_eq!(g.upstream_user.as_deref(), Some("reader"));
+        let mut fork = pr.clone();
+        fork.insert("repository_owner".into(), json!("mallory"));
+        assert!(roles.resolve("github", &fork, "orders").is_err());
+    }
+
+    #[test]
+    fn the_kubernetes_example_parses_and_matches_service_account_claims() {
+        let config = Config::parse(include_str!("../../../deploy/kubernetes.toml")).unwrap();
+        let roles = Roles::from_config(&config.roles);
+        let agent = claims(json!({
+            "sub": "system:serviceaccount:shop:orders-agent",
+            "kubernetes.io": {"namespace": "shop", "serviceaccount": {"name": "orders-agent", "uid": "u"}}
+        }));
+        let g = roles.resolve("cluster", &agent, "shop").unwrap();
+        assert_eq!(g.role, "shop-agent");
+        assert_eq!(g.upstream_user.as_deref(), Some("shop_app"));
+        let analytics = claims(json!({
+            "sub": "system:serviceaccount:analytics-eu:reporter",
+            "kubernetes.io": {"namespace": "analytics-eu", "serviceaccount": {"name": "reporter"}}
+        }));
+        assert_eq!(
+            roles.resolve("cluster", &analytics, "shop").unwrap().role,
+            "analytics-readers"
+        );
+        let other = claims(json!({
+            "sub": "system:serviceaccount:default:default",
+            "kubernetes.io": {"namespace": "default", "serviceaccount": {"name": "default"}}
+        }));
+        assert!(roles.resolve("cluster", &other, "shop").is_err());
+    }
+
+    #[test]
+    fn references_and_unsafe_settings_are_refused_with_clear_messages() {
+        let base = r#"
+            [gateway]
+            listen = "127.0.0.1:0"
+            [targets.db]
+            address = "127.0.0.1:3306"
+            user = "root"
+            password = ""
+        "#;
+        let bad = [
+            (
+                "[issuers.x]\nissuer = \"http://issuer.example\"\naudiences = [\"a\"]",
+                "use https",
+            ),
+            (
+                "[issuers.x]\nissuer = \"https://i\"\naudiences = [\"a\"]\nalgorithms = [\"HS256\"]",
+                "\"HS256\" is not accepted",
+            ),
+            ("[issuers.x]\nissuer = \"https://i\"\naudiences = []", "audiences is empty"),
+            (
+                "[issuers.x]\nissuer = \"https://i\"\naudiences = [\"a\"]\n[roles.r]\nissuer = \"y\"\n[roles.r.targets.db]",
+                "no [issuers.y]",
+            ),
+            (
+                "[issuers.x]\nissuer = \"https://i\"\naudiences = [\"a\"]\n[roles.r]\n[roles.r.targets.nope]",
+                "there is no [targets.nope]",
+            ),
+            (
+                "[issuers.x]\nissuer = \"https://i\"\naudiences = [\"a\"]\n[roles.r]\n[roles.r.targets.db]\nupstream_user = \"ghost\"",
+                "[targets.db.users.ghost]",
+            ),
+            ("[api]\nlisten = \"0.0.0.0:8443\"", "configure [tls]"),
+        ];
+        for (extra, needle) in bad {
+            let err = Config::parse(&format!("{base}\n{extra}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{extra}: {err}");
+        }
+    }
 }

@@ -40,38 +40,41 @@ struct Role {
     jit_max_ttl_secs: u64,
 }
 
-/// The configured roles, in name order (the first matching role that grants the
-/// target wins).
+/// The configured roles, most specific first: a role with more claim conditions
+/// is tried before one with fewer, ties in name order. The first matching role
+/// that grants the target wins, so a narrow role (one workflow, one service
+/// account) takes precedence over a broad one (the whole organisation).
 pub struct Roles {
     roles: Vec<Role>,
 }
 
 impl Roles {
     pub fn from_config(roles: &BTreeMap<String, RoleConfig>) -> Self {
-        Roles {
-            roles: roles
-                .iter()
-                .map(|(name, r)| Role {
-                    name: name.clone(),
-                    issuer: r.issuer.clone(),
-                    conditions: r
-                        .claims
-                        .iter()
-                        .map(|(claim, p)| {
-                            let path = claim.split('/').map(str::to_string).collect();
-                            let patterns = match p {
-                                ClaimPattern::One(s) => vec![s.clone()],
-                                ClaimPattern::AnyOf(v) => v.clone(),
-                            };
-                            (path, patterns)
-                        })
-                        .collect(),
-                    targets: r.targets.clone(),
-                    max_session_secs: r.max_session_secs,
-                    jit_max_ttl_secs: r.jit_max_ttl_secs,
-                })
-                .collect(),
-        }
+        let mut roles: Vec<Role> = roles
+            .iter()
+            .map(|(name, r)| Role {
+                name: name.clone(),
+                issuer: r.issuer.clone(),
+                conditions: r
+                    .claims
+                    .iter()
+                    .map(|(claim, p)| {
+                        let path = claim.split('/').map(str::to_string).collect();
+                        let patterns = match p {
+                            ClaimPattern::One(s) => vec![s.clone()],
+                            ClaimPattern::AnyOf(v) => v.clone(),
+                        };
+                        (path, patterns)
+                    })
+                    .collect(),
+                targets: r.targets.clone(),
+                max_session_secs: r.max_session_secs,
+                jit_max_ttl_secs: r.jit_max_ttl_secs,
+            })
+            .collect();
+        // Stable: equal specificity keeps name order.
+        roles.sort_by_key(|r| std::cmp::Reverse(r.conditions.len()));
+        Roles { roles }
     }
 
     /// The grant for `target`, for an identity from issuer `issuer` (the key of
