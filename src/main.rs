@@ -35,6 +35,31 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Check the archive: manifest signatures, file hashes, the manifest chain of
+    /// each gateway and per-session frame continuity. Names what is missing,
+    /// altered or out of order; exits non-zero if anything is.
+    Verify {
+        /// The gateway config whose `[archive]` store to check.
+        #[arg(
+            long,
+            short,
+            default_value = "chaperone.toml",
+            env = "CHAPERONE_CONFIG"
+        )]
+        config: PathBuf,
+        /// The store to check instead (directory or URL); overrides --config.
+        #[arg(long)]
+        store: Option<String>,
+        /// Only segments with rows this recent: 24h, 7d, 2024-03-05, or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Require manifests signed by this Ed25519 public key (hex or base64).
+        #[arg(long, env = "CHAPERONE_ARCHIVE_PUBLIC_KEY")]
+        public_key: Option<String>,
+        /// Only this gateway's chain.
+        #[arg(long)]
+        gateway: Option<String>,
+    },
     /// Write a self-signed TLS certificate and key for development.
     DevCert {
         /// Directory to write cert.pem and key.pem into.
@@ -130,6 +155,13 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token { command } => token(command),
+        Command::Verify {
+            config,
+            store,
+            since,
+            public_key,
+            gateway,
+        } => verify(config, store, since, public_key, gateway),
         Command::DevCert { out } => {
             let (cert, key) = chaperone_proxy::tls::generate_self_signed()?;
             std::fs::create_dir_all(&out)?;
@@ -147,7 +179,27 @@ fn main() -> anyhow::Result<()> {
 async fn serve(config: chaperone_proxy::Config) -> anyhow::Result<()> {
     let authenticator =
         Arc::new(chaperone_proxy::identity::GatewayAuthenticator::from_config(&config)?);
-    let tap = Arc::new(chaperone_proxy::tap::NoopTap);
+    let recorder = match &config.archive {
+        Some(section) => {
+            let archive = chaperone_recorder::ArchiveConfig::from_toml(section)?;
+            let gateway_id = config.gateway.id.clone();
+            // Opening recovers the spool and may reach the store: off the runtime.
+            let recorder = tokio::task::spawn_blocking(move || {
+                chaperone_recorder::Recorder::open(archive, &gateway_id)
+            })
+            .await?
+            .context("starting the archive recorder")?;
+            Some(Arc::new(recorder))
+        }
+        None => {
+            tracing::warn!("no [archive] section: sessions are NOT recorded");
+            None
+        }
+    };
+    let tap: Arc<dyn chaperone_proxy::tap::Tap> = match &recorder {
+        Some(r) => r.clone(),
+        None => Arc::new(chaperone_proxy::tap::NoopTap),
+    };
     let mut gateway = chaperone_proxy::Gateway::bind(config, authenticator.clone(), tap).await?;
     let shutdown = CancellationToken::new();
     gateway.start_admin(shutdown.clone()).await?;
@@ -163,7 +215,59 @@ async fn serve(config: chaperone_proxy::Config) -> anyhow::Result<()> {
         signal.cancel();
     });
     gateway.run(shutdown).await;
+    if let Some(recorder) = recorder {
+        // Seal what is spooled (sessions still open end as gateway_stopped) and
+        // give uploads a moment; the rest is uploaded at the next start.
+        tokio::task::spawn_blocking(move || recorder.shutdown(std::time::Duration::from_secs(30)))
+            .await?;
+    }
     Ok(())
+}
+
+fn verify(
+    config: PathBuf,
+    store: Option<String>,
+    since: Option<String>,
+    public_key: Option<String>,
+    gateway: Option<String>,
+) -> anyhow::Result<()> {
+    use chaperone_recorder::verify::{verify, VerifyOptions};
+    init_logging(false);
+    let store = match store {
+        Some(location) => chaperone_recorder::Store::open(&location, &Default::default())?,
+        None => {
+            let gateway_config = chaperone_proxy::Config::load(&config)
+                .with_context(|| format!("loading {} (or pass --store)", config.display()))?;
+            let section = gateway_config.archive.as_ref().with_context(|| {
+                format!(
+                    "{} has no [archive] section (or pass --store)",
+                    config.display()
+                )
+            })?;
+            let archive = chaperone_recorder::ArchiveConfig::from_toml(section)?;
+            chaperone_recorder::Store::open(&archive.store, &archive.store_options)?
+        }
+    };
+    let options = VerifyOptions {
+        since_ns: since
+            .map(|s| chaperone_recorder::since::parse_since(&s, chaperone_schemas::event::now_ns()))
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
+        trusted_key: public_key
+            .map(|k| chaperone_schemas::manifest::parse_verifying_key(&k))
+            .transpose()?,
+        gateway,
+    };
+    let report = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(verify(&store, &options))?;
+    print!("{report}");
+    if report.ok() {
+        Ok(())
+    } else {
+        std::process::exit(1);
+    }
 }
 
 fn token(command: TokenCommand) -> anyhow::Result<()> {

@@ -53,6 +53,11 @@ pub struct Config {
     pub jit: crate::identity::config::JitConfig,
     #[serde(default)]
     pub api: Option<crate::identity::config::ApiConfig>,
+    /// `[archive]`: recording to the archive. Kept as a table here (the recorder
+    /// crate gives it its types and checks it: `ArchiveConfig::from_toml`), so
+    /// the gateway does not depend on the recorder. Absent: nothing is recorded.
+    #[serde(default)]
+    pub archive: Option<toml::Table>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

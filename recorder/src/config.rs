@@ -171,6 +171,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_deploy_example_archive_section_parses() {
+        let text = include_str!("../../deploy/chaperone.toml");
+        let all: toml::Table = toml::from_str(text).unwrap();
+        let section = all["archive"].as_table().expect("[archive] in the example");
+        let c = ArchiveConfig::from_toml(section).unwrap();
+        assert_eq!(c.on_spool_full, FailureMode::FailClosed);
+        assert_eq!(
+            c.signing_key_env.as_deref(),
+            Some("CHAPERONE_ARCHIVE_SIGNING_KEY")
+        );
+    }
+
+    #[test]
     fn parses_with_defaults_and_rejects_unknown_keys() {
         let t: toml::Table = toml::from_str(
             r#"store = "s3://bucket/audit"

@@ -11,6 +11,7 @@ pub mod config;
 mod fsutil;
 pub mod recorder;
 pub mod segment;
+pub mod since;
 pub mod spool;
 pub mod store;
 
