@@ -27,6 +27,7 @@ use crate::protocol::handshake::{
 };
 use crate::protocol::lenenc::Reader;
 use crate::protocol::response::{codes, encode_ok, ErrInfo, OkInfo, SERVER_STATUS_AUTOCOMMIT};
+use crate::protocol::packet::MAX_PHYSICAL_PAYLOAD;
 use crate::protocol::{CapabilityFlags, Malformed, Packet, PacketCodec, PacketError};
 use crate::registry::{self, LiveSession};
 use crate::server::Shared;
@@ -113,6 +114,26 @@ async fn read_packet(conn: &mut Conn) -> Result<Option<Packet>, PacketError> {
     conn.next().await.transpose()
 }
 
+/// Reads the client's first packet (SSLRequest or handshake response) from the
+/// socket byte-exactly, not through the codec's read buffer: clients send their
+/// TLS ClientHello right behind the SSLRequest, often in the same segment, and
+/// those bytes must still be in the socket when the TLS handshake starts.
+async fn read_first_packet(client: &mut Conn) -> Result<Packet, PacketError> {
+    use tokio::io::AsyncReadExt;
+    // Neither packet may span several physical packets.
+    let limit = MAX_PHYSICAL_PAYLOAD - 1;
+    let io = client.get_mut();
+    let mut header = [0u8; 4];
+    io.read_exact(&mut header).await?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], 0]) as usize;
+    if len > limit {
+        return Err(PacketError::TooLarge { size: len, limit });
+    }
+    let mut payload = vec![0u8; len];
+    io.read_exact(&mut payload).await?;
+    Ok(Packet::new(header[3], payload))
+}
+
 /// Handles one client connection to the end. Never panics on bad input: every
 /// failure ends in an ERR packet or a closed connection, and a log line.
 pub async fn run(
@@ -173,6 +194,9 @@ struct Session {
     bytes_to_client: u64,
     /// The part of `bytes_to_client` already added to the metrics.
     bytes_to_client_reported: u64,
+    /// The sequence id of the first packet of the reply to the current command:
+    /// 1, or more when the request took several physical packets (16 MiB and up).
+    reply_seq: u8,
     tls: bool,
 }
 
@@ -216,13 +240,9 @@ impl Session {
             .await
             .map_err(SessionError::Client)?;
 
-        let mut packet = match read_packet(&mut client)
+        let mut packet = read_first_packet(&mut client)
             .await
-            .map_err(SessionError::Client)?
-        {
-            Some(p) => p,
-            None => return Err(SessionError::Client(PacketError::Truncated)),
-        };
+            .map_err(SessionError::Client)?;
         let mut tls = false;
         if handshake::is_ssl_request(&packet.payload) {
             let Some(acceptor) = &shared.tls else {
@@ -233,8 +253,10 @@ impl Session {
             };
             let parts = client.into_parts();
             if !parts.read_buf.is_empty() {
-                // Bytes sent after the SSLRequest but before TLS: a STARTTLS
-                // injection attempt. Never let them through.
+                // read_first_packet buffers nothing: what follows the SSLRequest
+                // stays in the socket for the TLS handshake (where injected
+                // plaintext fails). Should anything be buffered, never let it
+                // through as if it came over TLS.
                 shared.metrics.error("protocol");
                 warn!("client sent data before the TLS handshake; closing");
                 return Err(SessionError::ClientMalformed(Malformed::new(
@@ -359,6 +381,7 @@ impl Session {
             bytes_from_client: 0,
             bytes_to_client: 0,
             bytes_to_client_reported: 0,
+            reply_seq: 1,
             tls,
         };
         session.start_record();
@@ -687,7 +710,7 @@ impl Session {
                         "HY000",
                         format!("Chaperone: lost the connection to the database: {e}"),
                     );
-                    let _ = self.client.send(Packet::new(1, err.encode())).await;
+                    let _ = self.client.send(Packet::new(self.reply_seq, err.encode())).await;
                     break End::UpstreamClosed(e);
                 }
             }
@@ -715,6 +738,7 @@ impl Session {
             })
             .inc();
         self.bytes_from_client += packet.payload.len() as u64;
+        self.reply_seq = packet.next_seq();
         self.shared
             .metrics
             .bytes_total
@@ -877,12 +901,14 @@ impl Session {
         }
 
         // Forward the request, then relay the response.
+        let request = Packet::new(0, forward);
+        let upstream_seq = request.next_seq();
         self.upstream
             .conn
-            .send(Packet::new(0, forward))
+            .send(request)
             .await
             .map_err(|e| SessionError::Upstream(e.to_string()))?;
-        let facts = self.relay_response(code).await?;
+        let facts = self.relay_response(code, upstream_seq).await?;
         if facts.error.is_none() {
             match code {
                 COM_STMT_PREPARE => {
@@ -919,13 +945,18 @@ impl Session {
     }
 
     /// Reads the server's response to the command just forwarded and relays it.
-    async fn relay_response(&mut self, code: u8) -> Result<ResponseFacts, SessionError> {
+    /// `upstream_seq` is the sequence id the server's first packet must have.
+    async fn relay_response(
+        &mut self,
+        code: u8,
+        mut upstream_seq: u8,
+    ) -> Result<ResponseFacts, SessionError> {
         let mut exchange = Exchange::new(
             code,
             self.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF),
         );
-        let mut upstream_seq: u8 = 1;
-        let mut client_seq: u8 = 1;
+        let mut client_seq = self.reply_seq;
+        let mut infile_refusal = None;
         while !exchange.is_done() {
             let packet = match self.upstream.conn.next().await {
                 Some(Ok(p)) => p,
@@ -958,7 +989,7 @@ impl Session {
                         let err = ErrInfo::new(
                             codes::NOT_SUPPORTED,
                             "42000",
-                            "Chaperone: LOAD DATA LOCAL INFILE is not allowed through this gateway (enable allow_local_infile on the target)",
+                            local_infile_refusal(None),
                         );
                         let payload = Bytes::from(err.encode());
                         let frame = self.frame(Direction::ServerToClient, payload.clone());
@@ -973,7 +1004,21 @@ impl Session {
                     }
                 }
             }
-            let outgoing = Packet::new(client_seq, packet.payload);
+            let mut payload = packet.payload;
+            if step == Step::Done && !self.local_infile_allowed() {
+                // The database refused LOAD DATA LOCAL INFILE because the gateway
+                // did not negotiate it: say why, instead of a message that points
+                // at the client's settings.
+                if let Some(err) = exchange.facts().error.as_ref() {
+                    if codes::LOCAL_INFILE_DISABLED.contains(&err.code) {
+                        let clear =
+                            ErrInfo::new(err.code, &err.sql_state, local_infile_refusal(Some(err)));
+                        payload = Bytes::from(clear.encode());
+                        infile_refusal = Some(clear);
+                    }
+                }
+            }
+            let outgoing = Packet::new(client_seq, payload);
             exchange.delivered(&outgoing.payload);
             client_seq = outgoing.next_seq();
             self.bytes_to_client += outgoing.payload.len() as u64;
@@ -991,7 +1036,21 @@ impl Session {
                     .map_err(SessionError::Client)?;
             }
         }
-        Ok(exchange.into_facts())
+        let mut facts = exchange.into_facts();
+        if infile_refusal.is_some() {
+            facts.error = infile_refusal;
+        }
+        Ok(facts)
+    }
+
+    /// May this session relay LOAD DATA LOCAL INFILE? Only when its target allows
+    /// it and the client negotiated it.
+    fn local_infile_allowed(&self) -> bool {
+        self.shared
+            .targets
+            .get(&self.grant.target)
+            .is_some_and(|t| t.allow_local_infile)
+            && self.caps.contains(CapabilityFlags::CLIENT_LOCAL_FILES)
     }
 
     /// LOAD DATA LOCAL INFILE: the server asked for a file. Relayed only when the
@@ -1004,13 +1063,7 @@ impl Session {
         mut upstream_seq: u8,
         mut client_seq: u8,
     ) -> Result<Option<(u8, u8)>, SessionError> {
-        let allowed = self
-            .shared
-            .targets
-            .get(&self.grant.target)
-            .is_some_and(|t| t.allow_local_infile)
-            && self.caps.contains(CapabilityFlags::CLIENT_LOCAL_FILES);
-        if !allowed {
+        if !self.local_infile_allowed() {
             // Answer the server with an empty file, and tell the client why.
             warn!("database asked for a local file; refused (allow_local_infile is off)");
             self.upstream
@@ -1075,7 +1128,7 @@ impl Session {
         self.shared.tap.record(TapEvent::Frame(frame));
         self.bytes_to_client += payload.len() as u64;
         self.client
-            .send(Packet::new(1, payload))
+            .send(Packet::new(self.reply_seq, payload))
             .await
             .map_err(SessionError::Client)?;
         self.shared.metrics.error("refused");
@@ -1267,6 +1320,16 @@ impl Session {
             .map_err(SessionError::Client)?;
         Ok(None)
     }
+}
+
+/// The message of a refused LOAD DATA LOCAL INFILE; `database` is the server's
+/// own refusal, when it refused.
+fn local_infile_refusal(database: Option<&ErrInfo>) -> String {
+    let mut message = "Chaperone: LOAD DATA LOCAL INFILE is not allowed through this gateway, which never sends files on a client's behalf (an operator can enable allow_local_infile on the target)".to_string();
+    if let Some(err) = database {
+        message += &format!(". The database said: {}", err.message);
+    }
+    message
 }
 
 fn unknown_statement(id: Option<u32>) -> ErrInfo {

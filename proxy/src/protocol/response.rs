@@ -187,6 +187,10 @@ pub mod codes {
     pub const READ_TIMEOUT: u16 = 1159;
     /// ER_OPTION_PREVENTS_STATEMENT, SQLSTATE HY000: refused by gateway policy.
     pub const REFUSED_BY_POLICY: u16 = 1290;
+    /// The server refusing LOAD DATA LOCAL INFILE because the client side did not
+    /// negotiate it: MySQL 5.x (ER_NOT_ALLOWED_COMMAND), MySQL 8
+    /// (ER_CLIENT_LOCAL_FILES_DISABLED), MariaDB (ER_LOAD_INFILE_CAPABILITY_DISABLED).
+    pub const LOCAL_INFILE_DISABLED: [u16; 3] = [1148, 3948, 4166];
 }
 
 #[cfg(test)]

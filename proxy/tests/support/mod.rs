@@ -184,6 +184,7 @@ impl TestGateway {
 
     /// A gateway with [`test_config`] changed by `adjust` (timeouts, limits, ...).
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        init_logging();
         let tls_dir = TempDir::new("chaperone-test-tls");
         let (cert, key) = chaperone_proxy::tls::generate_self_signed().expect("dev cert");
         let cert_path = tls_dir.path().join("cert.pem");
@@ -338,6 +339,17 @@ impl TestGateway {
 impl Drop for TestGateway {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// With `CHAPERONE_TEST_LOG=<filter>` (e.g. `debug`), the gateway's logs go to
+/// the test's output (shown for failing tests, or all with `--nocapture`).
+pub fn init_logging() {
+    if let Ok(filter) = std::env::var("CHAPERONE_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
     }
 }
 
