@@ -1247,3 +1247,29 @@ async fn cached_keys_outlive_the_jwks_endpoint() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn eddsa_tokens_log_in_and_algorithms_are_pinned_per_issuer() {
+    let dev = Dev::start_with(DevKey::generate(Algorithm::EdDSA).unwrap()).await;
+    let gw = Gw::start(|c| with_identity(c, None, Some(&dev.issuer.issuer))).await;
+    let token = dev.mint("edwards", json!({"repository": "acme/orders"}));
+    let mut c = token_login(
+        gw.addr,
+        TARGET,
+        token.as_bytes(),
+        Transport::Tls(&gw.ca_file),
+        false,
+    )
+    .await
+    .map_err(|e| e.map(|e| e.message))
+    .unwrap();
+    assert_eq!(scalar(&mut c, "SELECT 3").await, "3");
+    // The same issuer restricted to RS256: the EdDSA token is refused.
+    let gw2 = Gw::start(|c| {
+        with_identity(c, None, Some(&dev.issuer.issuer));
+        c.issuers.get_mut("dev").unwrap().algorithms = vec!["RS256".into()];
+    })
+    .await;
+    assert_refused(&gw2, &token, "signature algorithm EdDSA is not accepted").await;
+    dev.shut().await;
+}

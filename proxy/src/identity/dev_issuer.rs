@@ -65,7 +65,24 @@ impl DevKey {
         } else {
             return Err(err("not a P-256 or Ed25519 PKCS#8 key".into()));
         };
-        let mut jwk = Jwk::from_encoding_key(&encoding, alg).map_err(|e| err(e.to_string()))?;
+        // The public JWK from the raw public key (jsonwebtoken's own conversion
+        // only knows PKCS#8 v1 Ed25519 keys; rcgen writes v2).
+        let raw = pair.public_key_raw();
+        let b64 = |b: &[u8]| {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+        };
+        let public = match alg {
+            Algorithm::ES256 if raw.len() == 65 => json!({
+                "kty": "EC", "crv": "P-256", "alg": "ES256",
+                "x": b64(&raw[1..33]), "y": b64(&raw[33..]),
+            }),
+            Algorithm::EdDSA if raw.len() == 32 => json!({
+                "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "x": b64(raw),
+            }),
+            _ => return Err(err("unexpected public key length".into())),
+        };
+        let mut jwk: Jwk = serde_json::from_value(public).map_err(|e| err(e.to_string()))?;
         let kid = jwk
             .thumbprint(ThumbprintHash::SHA256)
             .map_err(|e| err(e.to_string()))?;
