@@ -26,6 +26,20 @@ pub enum StoreError {
     Unconfirmed { path: String, message: String },
 }
 
+/// Short retries inside one request: the uploader retries whole segments
+/// forever with its own backoff, and needs to notice an outage quickly.
+fn retry() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig {
+            init_backoff: std::time::Duration::from_millis(100),
+            max_backoff: std::time::Duration::from_secs(2),
+            base: 2.0,
+        },
+        max_retries: 3,
+        retry_timeout: std::time::Duration::from_secs(15),
+    }
+}
+
 /// An opened archive store and the prefix of the archive inside it.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -57,7 +71,9 @@ impl Store {
         let prefix = url.path().trim_matches('/').to_string();
         let inner: Arc<dyn ObjectStore> = match url.scheme() {
             "s3" | "s3a" => {
-                let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(location);
+                let mut b = object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(location)
+                    .with_retry(retry());
                 for (k, v) in options {
                     let key = k
                         .parse()

@@ -19,6 +19,8 @@ use chaperone_schemas::identity::Identity;
 
 /// A session driven through the tap as the gateway would.
 pub struct FakeSession {
+    /// Result rows are incompressible noise instead of letters.
+    pub noisy: bool,
     pub id: Arc<str>,
     pub seq: u64,
     pub command: u64,
@@ -47,6 +49,7 @@ impl FakeSession {
             connect_attrs: BTreeMap::from([("program_name".into(), "test".into())]),
         })));
         FakeSession {
+            noisy: false,
             id: Arc::from(id),
             seq: 0,
             command: 0,
@@ -98,7 +101,11 @@ impl FakeSession {
         let mut responses = vec![Bytes::from_static(b"\x01"), Bytes::from_static(b"\x03def\x04shop\x01t\x01t\x02id\x02id\x0c?\x00\x0b\x00\x00\x00\x03\x00\x00\x00\x00\x00")];
         for r in 0..rows {
             let mut row = vec![(row_bytes.min(250)) as u8];
-            row.extend((0..row_bytes.min(250)).map(|i| b'a' + ((i + r) % 26) as u8));
+            if self.noisy {
+                row.extend(noise(self.seq * 1000 + r as u64, row_bytes.min(250)));
+            } else {
+                row.extend((0..row_bytes.min(250)).map(|i| b'a' + ((i + r) % 26) as u8));
+            }
             responses.push(Bytes::from(row));
         }
         responses.push(Bytes::from_static(b"\xfe\x00\x00\x02\x00"));
@@ -309,13 +316,7 @@ s3.create_bucket(Bucket=sys.argv[2])
 
     /// Store options pointing object_store at this server.
     pub fn options(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([
-            ("aws_endpoint".to_string(), self.endpoint()),
-            ("aws_allow_http".to_string(), "true".to_string()),
-            ("aws_access_key_id".to_string(), "test".to_string()),
-            ("aws_secret_access_key".to_string(), "test".to_string()),
-            ("aws_region".to_string(), "us-east-1".to_string()),
-        ])
+        s3_options(self.port)
     }
 
     /// Downloads every object of `bucket` into `dir` (to read it like a local
@@ -341,4 +342,109 @@ impl Drop for Moto {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A TCP forwarder in front of a server that can be switched off (connections
+/// refused and cut) and on again: an outage that keeps the server's data.
+pub struct Gate {
+    pub port: u16,
+    open: Arc<std::sync::atomic::AtomicBool>,
+    conns: Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Gate {
+    pub fn new(target_port: u16) -> Gate {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let open = Arc::new(AtomicBool::new(true));
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (o, s, c) = (open.clone(), stop.clone(), conns.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        if !o.load(Ordering::SeqCst) {
+                            drop(client);
+                            continue;
+                        }
+                        let _ = client.set_nonblocking(false);
+                        let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", target_port))
+                        else {
+                            continue;
+                        };
+                        let mut list = c.lock().unwrap();
+                        list.push(client.try_clone().unwrap());
+                        list.push(server.try_clone().unwrap());
+                        drop(list);
+                        for (mut from, mut to) in [
+                            (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                            (server, client),
+                        ] {
+                            std::thread::spawn(move || {
+                                let _ = std::io::copy(&mut from, &mut to);
+                                let _ = to.shutdown(std::net::Shutdown::Both);
+                            });
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Gate {
+            port,
+            open,
+            conns,
+            stop,
+        }
+    }
+
+    /// Refuses new connections and cuts the open ones.
+    pub fn close(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn open(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.close();
+    }
+}
+
+/// Store options for an S3 endpoint on a loopback port.
+pub fn s3_options(port: u16) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "aws_endpoint".to_string(),
+            format!("http://127.0.0.1:{port}"),
+        ),
+        ("aws_allow_http".to_string(), "true".to_string()),
+        ("aws_access_key_id".to_string(), "test".to_string()),
+        ("aws_secret_access_key".to_string(), "test".to_string()),
+        ("aws_region".to_string(), "us-east-1".to_string()),
+    ])
+}
+
+/// Incompressible bytes (xorshift), for segments that must stay large.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }
