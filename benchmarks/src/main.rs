@@ -4,12 +4,14 @@
 //!
 //! - `gateway`: sysbench directly, through a zero-logic relay and through the
 //!   gateway; memory per idle connection.
+//! - `identity`: token validation per login and login throughput (token vs password).
 //!
 //! Shared pieces: [`sysbench`] (running it, reading its report), [`server`]
 //! (the systems under test, each in a child process of this binary), [`mysql`]
 //! (a minimal client for the benchmarks' own statements), [`table`] (output).
 
 mod gateway;
+mod identity;
 mod mysql;
 mod relay;
 mod server;
@@ -33,6 +35,9 @@ enum Command {
     /// Gateway overhead: sysbench oltp_point_select / oltp_read_only directly, through a
     /// zero-logic relay and through Chaperone; RSS per idle authenticated connection.
     Gateway(gateway::Options),
+    /// Workload identity: token validation cost per login (JWKS cached) and login
+    /// throughput, token against password.
+    Identity(identity::Options),
     /// Internal: runs one system under test (gateway or relay) in this process,
     /// prints its address, and stops when its standard input closes.
     #[command(hide = true)]
@@ -42,6 +47,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Gateway(options) => gateway::run(options),
+        Command::Identity(options) => identity::run(options),
         Command::Serve(args) => server::serve(args),
     }
 }
