@@ -24,6 +24,7 @@ use sqlparser::ast::{
     ShowCreateObject, Statement, TableFactor, TableObject, TableWithJoins, Update, Visit, Visitor,
 };
 
+use super::features::{Features, StatementKind};
 use super::{StatementClass, TableName};
 
 /// The facts of one statement.
@@ -35,6 +36,13 @@ pub struct StatementFacts {
     /// Why the statement could not be parsed (then the class is `unparsed` and
     /// there are no tables).
     pub parse_error: Option<String>,
+    /// What the statement is, by its leading keywords (see [`super::features`]),
+    /// or by its syntax tree for `WITH ... UPDATE | DELETE | INSERT`.
+    pub kind: StatementKind,
+    /// What it does that guardrails treat specially (see [`super::features`]).
+    pub features: Features,
+    /// For `USE db`: the database it switches to.
+    pub use_database: Option<String>,
 }
 
 impl StatementFacts {
@@ -44,6 +52,23 @@ impl StatementFacts {
             tables_read: Vec::new(),
             tables_written: Vec::new(),
             parse_error: Some(error),
+            kind: StatementKind::Other,
+            features: Features::NONE,
+            use_database: None,
+        }
+    }
+
+    /// Adds the lexical facts of the statement's text: its kind and features,
+    /// and the least class its leading keywords imply (the class of an
+    /// unparsed statement stays `unparsed`; see [`StatementKind::class_floor`]).
+    pub fn add_lexical(&mut self, lexical: super::features::LexicalFacts) {
+        if self.kind == StatementKind::Other || self.parse_error.is_some() {
+            self.kind = lexical.kind;
+        }
+        self.features |= lexical.features;
+        self.use_database = lexical.use_database;
+        if let (Some(floor), None) = (lexical.kind.class_floor(), &self.parse_error) {
+            self.class = self.class.max(floor);
         }
     }
 
@@ -53,12 +78,42 @@ impl StatementFacts {
         let class = w.statement(statement);
         dedup(&mut w.reads);
         dedup(&mut w.writes);
+        let (kind, features) = cte_statement(statement);
         StatementFacts {
             class,
             tables_read: w.reads,
             tables_written: w.writes,
             parse_error: None,
+            kind,
+            features,
+            use_database: None,
         }
+    }
+}
+
+/// `WITH ... UPDATE | DELETE | INSERT`: the kind of the statement after the
+/// CTEs (its leading keyword is `WITH`), and whether an UPDATE or DELETE has no
+/// WHERE. `Other` for any other statement (its kind is lexical).
+fn cte_statement(statement: &Statement) -> (StatementKind, Features) {
+    let Statement::Query(q) = statement else {
+        return (StatementKind::Other, Features::NONE);
+    };
+    let without_where = |none: bool| {
+        if none {
+            Features::WITHOUT_WHERE
+        } else {
+            Features::NONE
+        }
+    };
+    match &*q.body {
+        SetExpr::Update(inner) | SetExpr::Delete(inner) | SetExpr::Insert(inner) => match inner {
+            Statement::Update(u) => (StatementKind::Update, without_where(u.selection.is_none())),
+            Statement::Delete(d) => (StatementKind::Delete, without_where(d.selection.is_none())),
+            Statement::Insert(i) if i.replace_into => (StatementKind::Replace, Features::NONE),
+            Statement::Insert(_) => (StatementKind::Insert, Features::NONE),
+            _ => (StatementKind::Other, Features::NONE),
+        },
+        _ => (StatementKind::Other, Features::NONE),
     }
 }
 

@@ -16,6 +16,7 @@
 pub mod cache;
 pub mod digest;
 pub mod facts;
+pub mod features;
 pub mod lexer;
 
 use std::fmt;
@@ -26,6 +27,7 @@ use sqlparser::parser::Parser;
 
 pub use cache::AnalysisCache;
 pub use facts::StatementFacts;
+pub use features::{Features, StatementKind};
 
 /// What kind of statement a SQL text is. Guardrails decide on it; the record
 /// keeps it as [`StatementClass::as_str`].
@@ -145,6 +147,13 @@ impl Analysis {
         }
     }
 
+    /// The features of all statements together.
+    pub fn features(&self) -> Features {
+        self.statements
+            .iter()
+            .fold(Features::NONE, |acc, s| acc | s.features)
+    }
+
     /// Tables read by any statement, qualified with `database`, without duplicates.
     pub fn tables_read(&self, database: Option<&str>) -> Vec<String> {
         Self::qualified(
@@ -220,29 +229,49 @@ pub fn analyze(sql: &str) -> Analysis {
     }
 }
 
-/// Parses a text with its executable comments opened. When the whole text does
-/// not parse, its statements are parsed one by one, so that one unparsable
-/// statement does not hide what the others do.
+/// Parses a text with its executable comments opened, statement by statement
+/// as the gateway's lexer splits it (the server's view), and adds each
+/// statement's [lexical facts](features). When the parser reads a different
+/// number of statements than the lexer, the text is parsed part by part, and a
+/// part the parser reads as more than one statement is unparsed: the two must
+/// never disagree on what runs. One unparsable statement does not hide what
+/// the others do.
 fn parse(code: &str) -> Vec<StatementFacts> {
     let dialect = MySqlDialect {};
-    match Parser::parse_sql(&dialect, code) {
-        Ok(statements) => statements.iter().map(StatementFacts::of).collect(),
-        Err(whole) => {
-            let parts = lexer::split_statements(code).unwrap_or_default();
-            if parts.len() <= 1 {
-                return vec![StatementFacts::unparsed(whole.to_string())];
-            }
-            parts
-                .into_iter()
-                .flat_map(
-                    |(start, end)| match Parser::parse_sql(&dialect, &code[start..end]) {
-                        Ok(statements) => statements.iter().map(StatementFacts::of).collect(),
-                        Err(e) => vec![StatementFacts::unparsed(e.to_string())],
-                    },
-                )
-                .collect()
+    let Ok(parts) = lexer::split_statements(code) else {
+        return vec![StatementFacts::unparsed(
+            "cannot split the SQL text into statements".into(),
+        )];
+    };
+    let mut facts: Vec<StatementFacts> = match Parser::parse_sql(&dialect, code) {
+        Ok(statements) if statements.len() == parts.len() => {
+            statements.iter().map(StatementFacts::of).collect()
         }
+        Err(whole) if parts.len() <= 1 => {
+            let mut f = StatementFacts::unparsed(whole.to_string());
+            if let Some(&(start, end)) = parts.first() {
+                f.add_lexical(features::scan(&code[start..end]));
+            }
+            return vec![f];
+        }
+        _ => parts
+            .iter()
+            .map(
+                |&(start, end)| match Parser::parse_sql(&dialect, &code[start..end]) {
+                    Ok(statements) if statements.len() == 1 => StatementFacts::of(&statements[0]),
+                    Ok(statements) => StatementFacts::unparsed(format!(
+                        "the SQL parser reads {} statements where the server reads one",
+                        statements.len()
+                    )),
+                    Err(e) => StatementFacts::unparsed(e.to_string()),
+                },
+            )
+            .collect(),
+    };
+    for (f, &(start, end)) in facts.iter_mut().zip(&parts) {
+        f.add_lexical(features::scan(&code[start..end]));
     }
+    facts
 }
 
 #[cfg(test)]
