@@ -1,0 +1,352 @@
+//! `chaperone serve` with `[archive]`, as a real process: SIGKILL during sysbench
+//! load then restart (nothing forwarded is lost, `chaperone verify` passes), and
+//! a full spool refusing statements through a real client (nothing executes
+//! unrecorded).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_chaperone");
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let p = std::env::temp_dir().join(format!(
+            "chp_rec_{tag}_{}_{}",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos()
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Dir(p)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn root_sql(sql: &str) -> String {
+    let out = Command::new("mariadb")
+        .args(["-h127.0.0.1", "-P3306", "-uroot", "-N", "-B", "-e", sql])
+        .output()
+        .expect("mariadb client");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn write_config(dir: &Path, port: u16, extra_archive: &str) -> PathBuf {
+    let path = dir.join("chaperone.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[gateway]
+id = "crash-gw"
+listen = "127.0.0.1:{port}"
+shutdown_grace_secs = 5
+[targets.db]
+address = "127.0.0.1:3306"
+user = "root"
+password = ""
+[users.app]
+target = "db"
+password = "app-secret"
+plugin = "mysql_native_password"
+[archive]
+store = "{archive}"
+spool_dir = "{spool}"
+segment_max_age_ms = 500
+signing_key_file = "{key}"
+{extra_archive}
+"#,
+            archive = dir.join("archive").display(),
+            spool = dir.join("spool").display(),
+            key = dir.join("signing.key").display(),
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("signing.key"), "11".repeat(32)).unwrap();
+    path
+}
+
+fn serve(config: &Path, log: &Path, port: u16) -> Child {
+    let child = Command::new(BIN)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("CHAPERONE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("chaperone serve");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "gateway did not listen: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+fn terminate(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("chaperone serve did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn verify(archive: &Path) -> Output {
+    Command::new(BIN)
+        .args([
+            "verify",
+            "--store",
+            archive.to_str().unwrap(),
+            "--public-key",
+            &public_key_of_test_key(),
+        ])
+        .output()
+        .unwrap()
+}
+
+/// The public half of the seed 0x11 * 32 (the test signing key).
+fn public_key_of_test_key() -> String {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey as K\n\
+             from cryptography.hazmat.primitives import serialization as s\n\
+             print(K.from_private_bytes(bytes([0x11]*32)).public_key().public_bytes(s.Encoding.Raw, s.PublicFormat.Raw).hex())",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn duckdb(archive: &Path, sql: &str) -> String {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, duckdb\nr = sys.argv[1]\nprint(duckdb.sql(sys.argv[2].replace('ARCHIVE', r)).fetchall())",
+            archive.to_str().unwrap(),
+            sql,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn number(text: &str) -> u64 {
+    text.trim_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .unwrap_or_else(|_| panic!("a number in {text:?}"))
+}
+
+#[test]
+fn sigkill_during_sysbench_loses_nothing_forwarded() {
+    let db = "chp_rec_crash";
+    root_sql(&format!(
+        "DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db}"
+    ));
+    let prepare = Command::new("sysbench")
+        .args([
+            "oltp_insert",
+            "--db-driver=mysql",
+            "--mysql-host=127.0.0.1",
+            "--mysql-port=3306",
+            "--mysql-user=root",
+            &format!("--mysql-db={db}"),
+            "--tables=1",
+            "--table-size=100",
+            "prepare",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        prepare.status.success(),
+        "{}",
+        String::from_utf8_lossy(&prepare.stderr)
+    );
+    let before = number(&root_sql(&format!("SELECT count(*) FROM {db}.sbtest1")));
+
+    let dir = Dir::new("crash");
+    let port = free_port();
+    let config = write_config(&dir.0, port, "");
+    let gateway = serve(&config, &dir.0.join("serve1.log"), port);
+    let load = Command::new("sysbench")
+        .args([
+            "oltp_insert",
+            "--db-driver=mysql",
+            "--mysql-host=127.0.0.1",
+            &format!("--mysql-port={port}"),
+            "--mysql-user=app",
+            "--mysql-password=app-secret",
+            &format!("--mysql-db={db}"),
+            "--mysql-ssl=off",
+            "--db-ps-mode=disable",
+            "--tables=1",
+            "--table-size=100",
+            "--threads=4",
+            "--time=30",
+            "run",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    // SIGKILL: no chance to flush anything.
+    let mut gateway = gateway;
+    gateway.kill().unwrap();
+    gateway.wait().unwrap();
+    let mut load = load;
+    let _ = load.wait();
+    let after = number(&root_sql(&format!("SELECT count(*) FROM {db}.sbtest1")));
+    let executed = after - before;
+    assert!(
+        executed > 50,
+        "sysbench ran through the gateway: {executed} inserts"
+    );
+
+    // Restart: the spool is recovered, sealed and uploaded; then a clean stop.
+    let gateway = serve(&config, &dir.0.join("serve2.log"), port);
+    terminate(gateway);
+    let log2 = std::fs::read_to_string(dir.0.join("serve2.log")).unwrap();
+    assert!(log2.contains("recovering spool log"), "{log2}");
+
+    let archive = dir.0.join("archive");
+    let out = verify(&archive);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "verify after SIGKILL:\n{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every insert the database executed was recorded before it was forwarded.
+    let recorded = number(&duckdb(
+        &archive,
+        "SELECT count(*) FROM read_parquet('ARCHIVE/v1/statements/*/*/*.parquet') WHERE sql LIKE 'INSERT%'",
+    ));
+    assert!(
+        recorded >= executed,
+        "{recorded} INSERTs recorded, {executed} executed"
+    );
+    // Sessions cut by the kill are ended, not left open.
+    let ends = duckdb(
+        &archive,
+        "SELECT count(*) FILTER (WHERE event = 'start'), count(*) FILTER (WHERE event = 'end'), count(*) FILTER (WHERE end_reason = 'gateway_stopped') FROM read_parquet('ARCHIVE/v1/sessions/*/*/*.parquet')",
+    );
+    let parts: Vec<u64> = ends
+        .trim_matches(|c| c == '[' || c == ']' || c == '(' || c == ')')
+        .split(',')
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    assert_eq!(
+        parts[0], parts[1],
+        "every started session has an end row: {ends}"
+    );
+    assert!(parts[2] >= 1, "{ends}");
+    root_sql(&format!("DROP DATABASE {db}"));
+}
+
+#[test]
+fn a_full_spool_refuses_statements_and_nothing_runs_unrecorded() {
+    let db = "chp_rec_full";
+    root_sql(&format!(
+        "DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db}; CREATE TABLE {db}.t (v INT PRIMARY KEY, pad TEXT)"
+    ));
+    let dir = Dir::new("full");
+    let port = free_port();
+    // An S3 store nobody listens on: uploads fail, the spool fills. The spool's
+    // chain state says "new chain", so the gateway starts without the store.
+    let dead = free_port();
+    let config = write_config(
+        &dir.0,
+        port,
+        &format!(
+            "spool_limit_bytes = 65536\nsegment_max_bytes = 16384\nstore_options = {{ aws_endpoint = \"http://127.0.0.1:{dead}\", aws_allow_http = \"true\", aws_access_key_id = \"x\", aws_secret_access_key = \"x\", aws_region = \"us-east-1\" }}"
+        ),
+    );
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("store = \"{}\"", dir.0.join("archive").display()),
+        "store = \"s3://nowhere/audit\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    std::fs::create_dir_all(dir.0.join("spool")).unwrap();
+    std::fs::write(
+        dir.0.join("spool/state.json"),
+        r#"{"last_segment": 0, "last_manifest_sha256": null}"#,
+    )
+    .unwrap();
+    let gateway = serve(&config, &dir.0.join("serve.log"), port);
+    let mut refused_at = None;
+    let mut message = String::new();
+    for v in 0..3000 {
+        let out = Command::new("mariadb")
+            .args([
+                "-h127.0.0.1",
+                &format!("-P{port}"),
+                "-uapp",
+                "-papp-secret",
+                "--skip-ssl",
+                db,
+                "-e",
+                &format!("INSERT INTO t VALUES ({v}, '{}')", "x".repeat(2000)),
+            ])
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            refused_at = Some(v);
+            message = String::from_utf8_lossy(&out.stderr).into_owned();
+            break;
+        }
+    }
+    terminate(gateway);
+    let v = refused_at.expect("the spool filled up and statements were refused");
+    assert!(
+        message.contains("cannot be recorded") && message.contains("archive spool is full"),
+        "a clear error: {message}"
+    );
+    // The refused INSERT did not run; every earlier one did.
+    let present = number(&root_sql(&format!(
+        "SELECT count(*) FROM {db}.t WHERE v = {v}"
+    )));
+    assert_eq!(present, 0, "a refused statement was executed");
+    let rows = number(&root_sql(&format!("SELECT count(*) FROM {db}.t")));
+    assert_eq!(rows, v as u64);
+    root_sql(&format!("DROP DATABASE {db}"));
+}
