@@ -631,25 +631,16 @@ impl Session {
     /// The command loop.
     async fn serve(mut self, shutdown: CancellationToken) {
         let idle = self.shared.config.idle_timeout();
-        // The grant's end, checked between commands (a running command finishes).
-        let deadline = self.grant.deadline.map(|d| {
-            let left = d
-                .duration_since(std::time::SystemTime::now())
-                .unwrap_or_default();
-            tokio::time::Instant::now() + left
-        });
-        let grant_expired = async move {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::pin!(grant_expired);
+        // The grant's end, checked between commands (a running command
+        // finishes); re-armed when COM_CHANGE_USER brings a new grant.
+        let mut armed_for = self.grant.deadline;
+        let grant_timer = tokio::time::sleep_until(grant_instant(armed_for));
+        tokio::pin!(grant_timer);
         let end = loop {
             let next = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break End::Shutdown,
-                _ = &mut grant_expired => {
+                () = &mut grant_timer, if armed_for.is_some() => {
                     let err = ErrInfo::new(
                         4031,
                         "HY000",
@@ -695,7 +686,12 @@ impl Session {
                 break End::Protocol(format!("command with sequence id {}", packet.seq));
             }
             match self.command(packet).await {
-                Ok(None) => {}
+                Ok(None) => {
+                    if self.grant.deadline != armed_for {
+                        armed_for = self.grant.deadline;
+                        grant_timer.as_mut().reset(grant_instant(armed_for));
+                    }
+                }
                 Ok(Some(end)) => break end,
                 Err(SessionError::Client(e)) => {
                     debug!(error = %e, "client went away");
@@ -1330,6 +1326,17 @@ fn local_infile_refusal(database: Option<&ErrInfo>) -> String {
         message += &format!(". The database said: {}", err.message);
     }
     message
+}
+
+/// When a grant's deadline falls on the runtime's clock (far away for none).
+fn grant_instant(deadline: Option<std::time::SystemTime>) -> tokio::time::Instant {
+    let left = match deadline {
+        Some(d) => d
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+        None => std::time::Duration::from_secs(365 * 86400),
+    };
+    tokio::time::Instant::now() + left
 }
 
 fn unknown_statement(id: Option<u32>) -> ErrInfo {
