@@ -142,7 +142,8 @@ fn main() -> anyhow::Result<()> {
             command: ConfigCommand::Check { file },
         } => {
             let config = chaperone_proxy::Config::load(&file)?;
-            chaperone_proxy::auth::ConfigUsers::from_config(&config)?;
+            // Users, issuers (their CA files), roles and the JIT store.
+            chaperone_proxy::identity::GatewayAuthenticator::from_config(&config)?;
             for (name, t) in &config.targets {
                 t.password.resolve(&format!("targets.{name}"))?;
             }

@@ -101,8 +101,6 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
         [users.app]
         target = "orders"
         password = "apppw"
-        [roles.bench]
-        [roles.bench.targets.orders]
         "#,
         dir.display(),
         opts.mariadb,
@@ -111,7 +109,7 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
     );
     for (alg, issuer, _) in &issuers {
         toml.push_str(&format!(
-            "[issuers.{alg}]\nissuer = \"{issuer}\"\naudiences = [\"chaperone\"]\nallow_http_loopback = true\nrequire_nbf = true\n"
+            "[issuers.{alg}]\nissuer = \"{issuer}\"\naudiences = [\"chaperone\"]\nallow_http_loopback = true\n[roles.bench-{alg}]\nissuer = \"{alg}\"\n[roles.bench-{alg}.targets.orders]\n"
         ));
     }
     let config = chaperone_proxy::Config::parse(&toml)?;

@@ -258,6 +258,11 @@ pub fn validate(config: &crate::config::Config) -> Result<(), crate::config::Con
         }
     }
     for (name, role) in &config.roles {
+        if role.issuer.is_none() && config.issuers.len() > 1 {
+            return invalid(format!(
+                "roles.{name}: set `issuer`: with several issuers a claim such as `sub` means different things in each"
+            ));
+        }
         if let Some(i) = &role.issuer {
             if !config.issuers.contains_key(i) {
                 return invalid(format!(
@@ -414,6 +419,10 @@ mod tests {
                 "[targets.db.users.ghost]",
             ),
             ("[api]\nlisten = \"0.0.0.0:8443\"", "configure [tls]"),
+            (
+                "[issuers.x]\nissuer = \"https://i\"\naudiences = [\"a\"]\n[issuers.y]\nissuer = \"https://j\"\naudiences = [\"a\"]\n[roles.r]\nclaims = { sub = \"x\" }\n[roles.r.targets.db]",
+                "roles.r: set `issuer`",
+            ),
         ];
         for (extra, needle) in bad {
             let err = Config::parse(&format!("{base}\n{extra}"))
