@@ -4,6 +4,7 @@
 //!
 //! - `gateway`: sysbench directly, through a zero-logic relay and through the
 //!   gateway; memory per idle connection.
+//! - `statement-facts`: what the SQL analysis and the result hash cost per statement.
 //! - `identity`: token validation per login and login throughput (token vs password).
 //!
 //! Shared pieces: [`sysbench`] (running it, reading its report), [`server`]
@@ -15,6 +16,7 @@ mod identity;
 mod mysql;
 mod relay;
 mod server;
+mod statement_facts;
 mod sysbench;
 mod table;
 
@@ -35,6 +37,9 @@ enum Command {
     /// Gateway overhead: sysbench oltp_point_select / oltp_read_only directly, through a
     /// zero-logic relay and through Chaperone; RSS per idle authenticated connection.
     Gateway(gateway::Options),
+    /// Statement facts: SQL analysis (digest, class, tables) and result hash cost per
+    /// statement, cold and cached.
+    StatementFacts(statement_facts::Options),
     /// Workload identity: token validation cost per login (JWKS cached) and login
     /// throughput, token against password.
     Identity(identity::Options),
@@ -47,6 +52,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Gateway(options) => gateway::run(options),
+        Command::StatementFacts(options) => statement_facts::run(options),
         Command::Identity(options) => identity::run(options),
         Command::Serve(args) => server::serve(args),
     }

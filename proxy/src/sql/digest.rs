@@ -7,6 +7,8 @@
 //! Normalisation is lexical (like MySQL's own `performance_schema` digests), so
 //! a statement the parser does not understand still gets a digest.
 
+use std::sync::OnceLock;
+
 use sha2::{Digest as _, Sha256};
 
 use super::lexer::{is_ident_byte, LexError, Lexer, TokenKind};
@@ -19,12 +21,21 @@ pub fn digest_of(normalized: &str) -> String {
 
 /// The normalised text of `sql` (see the module documentation).
 pub fn normalize(sql: &str) -> Result<String, LexError> {
+    normalize_with_literals(sql).map(|(text, _)| text)
+}
+
+/// The normalised text, and the kinds of the literals it replaced, in order
+/// (`s` string, `n` number, `x` hex or bit, `?` parameter marker). Two texts
+/// with the same of both differ only in literal values, whitespace, comments
+/// and spelling, so they parse alike: the analysis cache shares their facts.
+pub fn normalize_with_literals(sql: &str) -> Result<(String, Vec<u8>), LexError> {
     let mut n = Normalizer {
         out: String::with_capacity(sql.len().min(64 * 1024)),
         last: Last::START,
         before_last: Last::START,
         parens: Vec::new(),
         values_end: None,
+        literals: Vec::new(),
     };
     let mut tokens = Lexer::new(sql).peekable();
     while let Some(token) = tokens.next() {
@@ -45,10 +56,10 @@ pub fn normalize(sql: &str) -> Result<String, LexError> {
                 }
             }
             TokenKind::QuotedIdent => n.quoted_ident(text),
-            TokenKind::String
-            | TokenKind::Number
-            | TokenKind::HexOrBit
-            | TokenKind::Placeholder => n.literal(),
+            TokenKind::String => n.literal(b's'),
+            TokenKind::Number => n.literal(b'n'),
+            TokenKind::HexOrBit => n.literal(b'x'),
+            TokenKind::Placeholder => n.literal(b'?'),
             TokenKind::Variable => n.emit(Kind::Variable, text),
             TokenKind::Semicolon => {
                 if !matches!(n.last.kind, Kind::Start | Kind::Semicolon) {
@@ -67,7 +78,7 @@ pub fn normalize(sql: &str) -> Result<String, LexError> {
     while out.ends_with(';') || out.ends_with(' ') {
         out.pop();
     }
-    Ok(out)
+    Ok((out, n.literals))
 }
 
 /// What was last written to the normalised text.
@@ -139,6 +150,8 @@ struct Normalizer {
     parens: Vec<Paren>,
     /// Output length right after a collapsed VALUES row.
     values_end: Option<usize>,
+    /// The kind of every literal replaced, in order.
+    literals: Vec<u8>,
 }
 
 impl Normalizer {
@@ -190,7 +203,8 @@ impl Normalizer {
         }
     }
 
-    fn literal(&mut self) {
+    fn literal(&mut self, kind: u8) {
+        self.literals.push(kind);
         if self.last.sign {
             // `-5` is one value: drop the sign.
             self.out.truncate(self.last.at);
@@ -205,11 +219,7 @@ impl Normalizer {
             let upper = &mut upper[..text.len()];
             upper.copy_from_slice(text.as_bytes());
             upper.make_ascii_uppercase();
-            // ASCII-only words can be keywords; the bytes are then valid UTF-8.
-            std::str::from_utf8(upper)
-                .ok()
-                .filter(|u| KEYWORDS.binary_search(u).is_ok())
-                .is_some()
+            is_keyword(upper)
         };
         if !keyword {
             self.emit(Kind::Ident, text);
@@ -231,11 +241,8 @@ impl Normalizer {
             && inner.bytes().all(is_ident_byte)
             && !inner.bytes().all(|b| b.is_ascii_digit())
             && !inner.contains("``");
-        let is_keyword = inner.len() <= 32 && {
-            let upper = inner.to_ascii_uppercase();
-            KEYWORDS.binary_search(&upper.as_str()).is_ok()
-        };
-        if plain && !is_keyword {
+        let keyword = inner.len() <= 32 && is_keyword(inner.to_ascii_uppercase().as_bytes());
+        if plain && !keyword {
             self.emit(Kind::Ident, inner);
         } else {
             self.emit(Kind::Ident, text);
@@ -339,6 +346,32 @@ fn is_charset(name: &str) -> bool {
         "ujis", "utf16", "utf16le", "utf32", "utf8", "utf8mb3", "utf8mb4",
     ];
     CHARSETS.iter().any(|c| c.eq_ignore_ascii_case(name))
+}
+
+/// Is `upper` (an upper-cased word) in [`KEYWORDS`]? Words of up to 16 bytes
+/// (nearly all) are compared as integers: this runs for every word of every
+/// statement on the data path.
+fn is_keyword(upper: &[u8]) -> bool {
+    static PACKED: OnceLock<Vec<u128>> = OnceLock::new();
+    if upper.len() > 16 {
+        return std::str::from_utf8(upper).is_ok_and(|u| KEYWORDS.binary_search(&u).is_ok());
+    }
+    let packed = PACKED.get_or_init(|| {
+        let mut v: Vec<u128> = KEYWORDS
+            .iter()
+            .filter(|k| k.len() <= 16)
+            .map(|k| pack(k.as_bytes()))
+            .collect();
+        v.sort_unstable();
+        v
+    });
+    packed.binary_search(&pack(upper)).is_ok()
+}
+
+fn pack(word: &[u8]) -> u128 {
+    let mut b = [0u8; 16];
+    b[..word.len()].copy_from_slice(word);
+    u128::from_le_bytes(b)
 }
 
 /// The words written in upper case: MySQL 8.4's reserved words, and the

@@ -199,10 +199,19 @@ impl Analysis {
 
 /// Analyses one SQL text (uncached; see [`AnalysisCache`]).
 pub fn analyze(sql: &str) -> Analysis {
-    let normalized = match digest::normalize(sql) {
-        Ok(n) => n,
-        Err(e) => return Analysis::unparsed(None, format!("cannot read the SQL text: {e}")),
-    };
+    match digest::normalize(sql) {
+        Ok(normalized) => analyze_normalized(sql, normalized),
+        Err(e) => unreadable(&e),
+    }
+}
+
+/// The analysis of a text that cannot be tokenized.
+fn unreadable(e: &lexer::LexError) -> Analysis {
+    Analysis::unparsed(None, format!("cannot read the SQL text: {e}"))
+}
+
+/// Analyses a text whose normalised form is already known.
+fn analyze_normalized(sql: &str, normalized: String) -> Analysis {
     if sql.len() > MAX_PARSED_LEN {
         return Analysis::unparsed(
             Some(normalized),
