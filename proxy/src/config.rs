@@ -58,6 +58,9 @@ pub struct Config {
     /// the gateway does not depend on the recorder. Absent: nothing is recorded.
     #[serde(default)]
     pub archive: Option<toml::Table>,
+    /// `[masking]`: what each role may not see (docs/masking.md).
+    #[serde(default)]
+    pub masking: crate::masking::MaskingConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -15,6 +15,7 @@
 pub mod auth;
 pub mod config;
 pub mod identity;
+pub mod masking;
 pub mod metrics;
 pub mod protocol;
 pub mod registry;

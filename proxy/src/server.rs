@@ -72,6 +72,8 @@ pub struct Shared {
     pub tls: Option<TlsAcceptor>,
     pub registry: Registry,
     pub any_local_infile: bool,
+    /// Every role's masking policy, compiled from `[masking]`.
+    pub masking: Arc<crate::masking::Masking>,
     server_info: RwLock<ServerInfo>,
     next_connection_id: AtomicU32,
 }
@@ -135,7 +137,10 @@ impl Gateway {
                 source,
             })?;
         let any_local_infile = targets.values().any(|t| t.allow_local_infile);
+        let masking = crate::masking::Masking::compile(&config.masking)
+            .map_err(|e| crate::config::ConfigError::Invalid(e.to_string()))?;
         let shared = Arc::new(Shared {
+            masking: Arc::new(masking),
             targets,
             authenticator,
             tap,

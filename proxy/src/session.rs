@@ -187,6 +187,10 @@ struct Session {
     session_id: Arc<str>,
     database: Option<String>,
     statements: HashMap<u32, PreparedStatement>,
+    /// The role's masking policy and per-statement masking state.
+    masking: crate::masking::SessionMasking,
+    /// The masker of the response being relayed (set by `command`).
+    response_masker: Option<crate::masking::ResponseMasker>,
     /// Next frame sequence number (per session, gap-free).
     frame_seq: u64,
     command_index: u64,
@@ -364,8 +368,15 @@ impl Session {
             .await
             .map_err(SessionError::Client)?;
         client.set_backpressure_boundary(64 * 1024);
+        let masking = crate::masking::SessionMasking::new(
+            shared
+                .masking
+                .policy(login.grant.identity.role.as_deref()),
+        );
         let mut session = Session {
             shared: shared.clone(),
+            masking,
+            response_masker: None,
             client,
             upstream,
             connection_id,
@@ -763,6 +774,7 @@ impl Session {
             return self.refuse(summary, code, err).await;
         }
 
+        self.response_masker = None;
         let mut forward = packet.payload.clone();
         // COM_STMT_PREPARE: the statement's analysis, kept with it once prepared.
         let mut prepared = None;
@@ -790,6 +802,18 @@ impl Session {
                 AnalysisCache::shared()
                     .analyze(text)
                     .record_into(&mut summary, self.database.as_deref());
+                let sql_text = summary.sql.clone().unwrap_or_default();
+                match self.masking.check(&sql_text, self.database.as_deref()) {
+                    Ok(lineage) => {
+                        self.response_masker = self.masking.masker(
+                            false,
+                            &lineage,
+                            Some(&sql_text),
+                            self.database.as_deref(),
+                        )
+                    }
+                    Err(denial) => return self.refuse(summary, code, masking_denied(denial)).await,
+                }
                 if registry::is_kill(sql) {
                     match self.rewrite_kill(registry::parse_kill(sql)) {
                         Ok(rewritten) => forward = rewritten,
@@ -824,6 +848,11 @@ impl Session {
                     AnalysisCache::shared().analyze(summary.sql.as_deref().unwrap_or_default());
                 analysis.record_into(&mut summary, self.database.as_deref());
                 prepared = Some(analysis);
+                let sql = summary.sql.as_deref().unwrap_or_default();
+                match self.masking.check(sql, self.database.as_deref()) {
+                    Ok(lineage) => self.masking.prepared(lineage),
+                    Err(denial) => return self.refuse(summary, code, masking_denied(denial)).await,
+                }
             }
             COM_STMT_EXECUTE => {
                 let id = execute::statement_id(&packet.payload).ok();
@@ -833,6 +862,15 @@ impl Session {
                 };
                 summary.statement_id = id;
                 summary.sql = Some(stmt.sql.clone());
+                if let Some(id) = id {
+                    let lineage = self.masking.lineage_of(id);
+                    self.response_masker = self.masking.masker(
+                        true,
+                        &lineage,
+                        Some(&stmt.sql),
+                        stmt.database.as_deref(),
+                    );
+                }
                 if let Some(a) = &stmt.analysis {
                     a.record_into(&mut summary, stmt.database.as_deref());
                 }
@@ -866,11 +904,14 @@ impl Session {
                     }
                     (COM_STMT_CLOSE, Some(_)) => {
                         self.statements.remove(&id.expect("known"));
+                        self.masking.closed(id.expect("known"));
                     }
                     (COM_STMT_RESET, Some(stmt)) => {
                         stmt.long_data.iter_mut().for_each(|f| *f = false);
                     }
-                    (COM_STMT_FETCH, Some(_)) => {}
+                    (COM_STMT_FETCH, Some(_)) => {
+                        self.response_masker = id.and_then(|id| self.masking.cursor_masker(id));
+                    }
                     // No response to these, whatever happens: drop silently, as
                     // the server would.
                     (COM_STMT_SEND_LONG_DATA | COM_STMT_CLOSE, None) => {
@@ -883,6 +924,7 @@ impl Session {
             }
             COM_RESET_CONNECTION => {
                 self.statements.clear();
+                self.masking.reset();
             }
             COM_INIT_DB | COM_PING | COM_FIELD_LIST | COM_STATISTICS | COM_SET_OPTION
             | COM_REFRESH | COM_DEBUG => {}
@@ -905,10 +947,17 @@ impl Session {
             .await
             .map_err(|e| SessionError::Upstream(e.to_string()))?;
         let facts = self.relay_response(code, upstream_seq).await?;
+        if let Some(m) = self.response_masker.take() {
+            summary.masked_columns = m.masked.iter().cloned().collect();
+            if let (COM_STMT_EXECUTE, Some(id)) = (code, summary.statement_id) {
+                self.masking.executed(id, m.columns());
+            }
+        }
         if facts.error.is_none() {
             match code {
                 COM_STMT_PREPARE => {
                     if let Some((id, params, columns)) = facts.prepared {
+                        self.masking.prepared_id(id);
                         self.statements.insert(
                             id,
                             PreparedStatement {
@@ -953,6 +1002,7 @@ impl Session {
         );
         let mut client_seq = self.reply_seq;
         let mut infile_refusal = None;
+        let mut masker = self.response_masker.take();
         while !exchange.is_done() {
             let packet = match self.upstream.conn.next().await {
                 Some(Ok(p)) => p,
@@ -1001,6 +1051,15 @@ impl Session {
                 }
             }
             let mut payload = packet.payload;
+            if let Some(m) = masker.as_mut() {
+                // What the client (and so the record) gets: masked values.
+                if let Some(masked) = m
+                    .on_packet(exchange.last_packet(), &payload)
+                    .map_err(|e| SessionError::Upstream(e.to_string()))?
+                {
+                    payload = Bytes::from(masked);
+                }
+            }
             if step == Step::Done && !self.local_infile_allowed() {
                 // The database refused LOAD DATA LOCAL INFILE because the gateway
                 // did not negotiate it: say why, instead of a message that points
@@ -1033,6 +1092,12 @@ impl Session {
             }
         }
         let mut facts = exchange.into_facts();
+        if let Some(m) = &masker {
+            if let (Some(msg), Some(e)) = (&m.masked_error, facts.error.as_mut()) {
+                e.message = msg.clone();
+            }
+        }
+        self.response_masker = masker;
         if infile_refusal.is_some() {
             facts.error = infile_refusal;
         }
@@ -1295,6 +1360,11 @@ impl Session {
         self.upstream = upstream;
         self.hello = hello;
         self.grant = login.grant;
+        self.masking = crate::masking::SessionMasking::new(
+            self.shared
+                .masking
+                .policy(self.grant.identity.role.as_deref()),
+        );
         self.database = database;
         self.statements.clear();
         self.frame_seq = 0;
@@ -1337,6 +1407,11 @@ fn grant_instant(deadline: Option<std::time::SystemTime>) -> tokio::time::Instan
         None => std::time::Duration::from_secs(365 * 86400),
     };
     tokio::time::Instant::now() + left
+}
+
+/// Strict masking refused a statement.
+fn masking_denied(denial: crate::masking::Denial) -> ErrInfo {
+    ErrInfo::new(codes::REFUSED_BY_POLICY, "42000", denial.0)
 }
 
 fn unknown_statement(id: Option<u32>) -> ErrInfo {

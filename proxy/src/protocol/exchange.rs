@@ -50,6 +50,22 @@ impl ResponseKind {
     }
 }
 
+/// What the packet just fed to [`Exchange::on_packet`] was, for code that
+/// rewrites result sets (masking).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacketKind {
+    /// The column count that opens a result set.
+    ColumnCount,
+    /// A column definition of a result set (not of a prepare response).
+    ColumnDef,
+    /// A row of a result set (text or binary, depending on the command).
+    Row,
+    /// An ERR packet.
+    Error,
+    /// Anything else: OK, EOF, prepare metadata, text.
+    Other,
+}
+
 /// What to do after a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -114,6 +130,7 @@ pub struct Exchange {
     /// The last packet was part of a result set (column count, definition, row).
     result_packet: bool,
     hash: ResultHash,
+    kind: PacketKind,
 }
 
 impl Exchange {
@@ -133,6 +150,7 @@ impl Exchange {
             facts: ResponseFacts::default(),
             result_packet: false,
             hash: ResultHash::new(),
+            kind: PacketKind::Other,
         }
         .with_kind(command)
     }
@@ -147,6 +165,11 @@ impl Exchange {
     /// Is the exchange over (or was there never a response to wait for)?
     pub fn is_done(&self) -> bool {
         self.state == State::Done
+    }
+
+    /// What the last packet fed to [`Exchange::on_packet`] was.
+    pub fn last_packet(&self) -> PacketKind {
+        self.kind
     }
 
     pub fn facts(&self) -> &ResponseFacts {
@@ -174,6 +197,24 @@ impl Exchange {
 
     /// Feeds the next packet from the server.
     pub fn on_packet(&mut self, payload: &[u8]) -> Result<Step, Malformed> {
+        let before = self.state;
+        let step = self.step(payload)?;
+        self.kind = match before {
+            _ if self.facts.error.is_some()
+                && self.state == State::Done
+                && payload.first() == Some(&ERR_HEADER) =>
+            {
+                PacketKind::Error
+            }
+            State::First if matches!(self.state, State::Columns { .. }) => PacketKind::ColumnCount,
+            State::Columns { .. } => PacketKind::ColumnDef,
+            State::Rows if self.result_packet => PacketKind::Row,
+            _ => PacketKind::Other,
+        };
+        Ok(step)
+    }
+
+    fn step(&mut self, payload: &[u8]) -> Result<Step, Malformed> {
         let header = *payload
             .first()
             .ok_or_else(|| Malformed::new("server response", "empty packet"))?;

@@ -18,6 +18,7 @@ pub mod digest;
 pub mod facts;
 pub mod features;
 pub mod lexer;
+pub mod lineage;
 
 use std::fmt;
 

@@ -1,0 +1,451 @@
+//! Content detectors: find regulated values (e-mail addresses, card numbers,
+//! national ids, secrets...) inside any string, whatever column or expression
+//! produced it.
+//!
+//! Each detector has a cheap prefilter (a byte scan) that rejects most values
+//! before its regular expression runs, and, where the format has one, a
+//! checksum (Luhn for cards, mod-97 for IBANs) that keeps false positives down.
+//! Detectors work on bytes (`regex::bytes`): values need not be UTF-8.
+
+use std::ops::Range;
+
+use regex::bytes::Regex;
+
+use super::MaskingError;
+
+/// A detector's name as written in the config (`detectors = ["email", ...]`).
+pub const BUILTIN: &[&str] = &[
+    "email", "card", "iban", "us_ssn", "uk_nino", "phone", "ip", "jwt", "api_key",
+];
+
+/// How a value is pre-screened before the regular expression runs.
+#[derive(Debug, Clone)]
+enum Prefilter {
+    /// Always run the expression.
+    None,
+    /// The value contains this byte.
+    Byte(u8),
+    /// The value contains at least this many ASCII digits.
+    Digits(usize),
+    /// The value contains one of these substrings.
+    AnyOf(Vec<&'static [u8]>),
+    /// IBAN: two upper-case letters followed by two digits somewhere.
+    CountryCheck,
+    /// IP addresses: a '.' between digits, or a ':' between hex digits.
+    Ip,
+}
+
+impl Prefilter {
+    fn admits(&self, v: &[u8]) -> bool {
+        match self {
+            Prefilter::None => true,
+            Prefilter::Byte(b) => memchr(*b, v),
+            Prefilter::Digits(n) => {
+                let mut count = 0;
+                for b in v {
+                    if b.is_ascii_digit() {
+                        count += 1;
+                        if count >= *n {
+                            return true;
+                        }
+                    }
+                }
+                false
+            }
+            Prefilter::AnyOf(needles) => {
+                needles.iter().any(|n| v.windows(n.len()).any(|w| w == *n))
+            }
+            Prefilter::CountryCheck => v.windows(4).any(|w| {
+                w[0].is_ascii_uppercase()
+                    && w[1].is_ascii_uppercase()
+                    && w[2].is_ascii_digit()
+                    && w[3].is_ascii_digit()
+            }),
+            Prefilter::Ip => v.windows(3).any(|w| {
+                (w[1] == b'.' && w[0].is_ascii_digit() && w[2].is_ascii_digit())
+                    || (w[1] == b':' && w[0].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
+                    || (w[0] == b':' && w[1] == b':')
+            }),
+        }
+    }
+}
+
+fn memchr(b: u8, v: &[u8]) -> bool {
+    v.contains(&b)
+}
+
+/// An extra check on a match (a checksum).
+#[derive(Debug, Clone, Copy)]
+enum Check {
+    None,
+    Luhn,
+    Iban,
+    Ssn,
+}
+
+impl Check {
+    fn holds(self, m: &[u8]) -> bool {
+        match self {
+            Check::None => true,
+            Check::Luhn => luhn(m),
+            Check::Iban => iban_mod97(m),
+            Check::Ssn => ssn_valid(m),
+        }
+    }
+}
+
+/// One detector: a name, a prefilter, an expression, a check.
+#[derive(Debug, Clone)]
+pub struct Detector {
+    pub name: String,
+    prefilter: Prefilter,
+    regex: Regex,
+    check: Check,
+}
+
+/// A span of a value that a detector matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    pub detector: usize,
+    pub range: Range<usize>,
+}
+
+impl Detector {
+    /// A built-in detector by name.
+    pub fn builtin(name: &str) -> Result<Self, MaskingError> {
+        let (prefilter, pattern, check) = match name {
+            "email" => (
+                Prefilter::Byte(b'@'),
+                r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}",
+                Check::None,
+            ),
+            "card" => (
+                Prefilter::Digits(13),
+                r"\b\d(?:[ \-]?\d){12,18}\b",
+                Check::Luhn,
+            ),
+            "iban" => (
+                Prefilter::CountryCheck,
+                r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b",
+                Check::Iban,
+            ),
+            "us_ssn" => (Prefilter::Byte(b'-'), r"\b\d{3}-\d{2}-\d{4}\b", Check::Ssn),
+            // UK National Insurance number.
+            "uk_nino" => (
+                Prefilter::Digits(6),
+                r"\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b",
+                Check::None,
+            ),
+            // E.164-style international numbers and North American numbers
+            // written with separators; bare digit runs are not phones (ids).
+            "phone" => (
+                Prefilter::Digits(10),
+                r"(?:\+\d{1,3}[ .\-]?(?:\(\d{1,4}\)[ .\-]?)?\d{1,4}(?:[ .\-]?\d{2,4}){2,4}\b|\(?\b\d{3}\)?[ .\-]\d{3}[ .\-]\d{4}\b)",
+                Check::None,
+            ),
+            "ip" => (
+                Prefilter::Ip,
+                r"\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b|\b(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}\b|\b(?:[0-9A-Fa-f]{1,4}:){1,6}:(?:[0-9A-Fa-f]{1,4}:){0,5}[0-9A-Fa-f]{1,4}\b",
+                Check::None,
+            ),
+            "jwt" => (
+                Prefilter::AnyOf(vec![b"eyJ"]),
+                r"eyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]*",
+                Check::None,
+            ),
+            "api_key" => (
+                Prefilter::AnyOf(vec![
+                    b"AKIA",
+                    b"ASIA",
+                    b"ghp_",
+                    b"gho_",
+                    b"ghu_",
+                    b"ghs_",
+                    b"ghr_",
+                    b"github_pat_",
+                    b"xox",
+                    b"sk_live_",
+                    b"sk_test_",
+                    b"rk_live_",
+                ]),
+                r"\b(?:A[KS]IA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,}|xox[abposr]-[A-Za-z0-9\-]{10,}|[sr]k_(?:live|test)_[A-Za-z0-9]{16,})",
+                Check::None,
+            ),
+            other => {
+                return Err(MaskingError::Config(format!(
+                    "unknown detector {other:?}; built-in detectors are {}",
+                    BUILTIN.join(", ")
+                )))
+            }
+        };
+        Ok(Detector {
+            name: name.to_string(),
+            prefilter,
+            regex: Regex::new(pattern).map_err(|e| MaskingError::Config(e.to_string()))?,
+            check,
+        })
+    }
+
+    /// A custom detector from the config: a regular expression.
+    pub fn custom(name: &str, pattern: &str) -> Result<Self, MaskingError> {
+        Ok(Detector {
+            name: name.to_string(),
+            prefilter: Prefilter::None,
+            regex: Regex::new(pattern).map_err(|e| {
+                MaskingError::Config(format!("detector {name:?}: bad regular expression: {e}"))
+            })?,
+            check: Check::None,
+        })
+    }
+
+    /// A deny list: any of these literal values (case-insensitive).
+    pub fn deny_list(name: &str, values: &[String]) -> Result<Self, MaskingError> {
+        let alternatives: Vec<String> = values
+            .iter()
+            .filter(|v| !v.is_empty())
+            .map(|v| regex::escape(v))
+            .collect();
+        if alternatives.is_empty() {
+            return Err(MaskingError::Config(format!(
+                "deny list {name:?} has no values"
+            )));
+        }
+        let pattern = format!("(?i)(?:{})", alternatives.join("|"));
+        Ok(Detector {
+            name: name.to_string(),
+            prefilter: Prefilter::None,
+            regex: Regex::new(&pattern).map_err(|e| MaskingError::Config(e.to_string()))?,
+            check: Check::None,
+        })
+    }
+
+    fn find(&self, index: usize, value: &[u8], hits: &mut Vec<Hit>) {
+        if !self.prefilter.admits(value) {
+            return;
+        }
+        for m in self.regex.find_iter(value) {
+            if self.check.holds(m.as_bytes()) {
+                hits.push(Hit {
+                    detector: index,
+                    range: m.range(),
+                });
+            }
+        }
+    }
+}
+
+/// A profile's detectors.
+#[derive(Debug, Clone, Default)]
+pub struct Detectors {
+    pub list: Vec<Detector>,
+}
+
+impl Detectors {
+    /// Every span of `value` some detector matched, sorted, overlaps merged
+    /// (the first detector of an overlap names the merged span).
+    pub fn scan(&self, value: &[u8]) -> Vec<Hit> {
+        let mut hits = Vec::new();
+        if value.len() < 6 {
+            // Nothing any detector looks for fits in fewer bytes.
+            return hits;
+        }
+        for (i, d) in self.list.iter().enumerate() {
+            d.find(i, value, &mut hits);
+        }
+        if hits.len() > 1 {
+            hits.sort_by_key(|h| (h.range.start, std::cmp::Reverse(h.range.end)));
+            let mut merged: Vec<Hit> = Vec::with_capacity(hits.len());
+            for h in hits {
+                match merged.last_mut() {
+                    Some(last) if h.range.start < last.range.end => {
+                        last.range.end = last.range.end.max(h.range.end);
+                    }
+                    _ => merged.push(h),
+                }
+            }
+            return merged;
+        }
+        hits
+    }
+
+    pub fn name(&self, index: usize) -> &str {
+        &self.list[index].name
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
+fn digits(m: &[u8]) -> Vec<u8> {
+    m.iter()
+        .filter(|b| b.is_ascii_digit())
+        .map(|b| b - b'0')
+        .collect()
+}
+
+/// The Luhn checksum of a card number (separators ignored).
+pub fn luhn(m: &[u8]) -> bool {
+    let d = digits(m);
+    if !(13..=19).contains(&d.len()) {
+        return false;
+    }
+    let sum: u32 = d
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &x)| {
+            let x = x as u32;
+            if i % 2 == 1 {
+                let y = x * 2;
+                if y > 9 {
+                    y - 9
+                } else {
+                    y
+                }
+            } else {
+                x
+            }
+        })
+        .sum();
+    sum % 10 == 0
+}
+
+/// The ISO 13616 mod-97 check of an IBAN (spaces ignored).
+pub fn iban_mod97(m: &[u8]) -> bool {
+    let s: Vec<u8> = m.iter().copied().filter(|b| *b != b' ').collect();
+    if s.len() < 15 || s.len() > 34 {
+        return false;
+    }
+    let rearranged = s[4..].iter().chain(&s[..4]);
+    let mut rem: u32 = 0;
+    for &c in rearranged {
+        let v = match c {
+            b'0'..=b'9' => (c - b'0') as u32,
+            b'A'..=b'Z' => (c - b'A') as u32 + 10,
+            _ => return false,
+        };
+        rem = if v >= 10 {
+            (rem * 100 + v) % 97
+        } else {
+            (rem * 10 + v) % 97
+        };
+    }
+    rem == 1
+}
+
+/// US SSN structure: area not 000, 666 or 9xx; group not 00; serial not 0000.
+fn ssn_valid(m: &[u8]) -> bool {
+    let d = digits(m);
+    if d.len() != 9 {
+        return false;
+    }
+    let area = d[0] as u32 * 100 + d[1] as u32 * 10 + d[2] as u32;
+    let group = d[3] * 10 + d[4];
+    let serial = d[5..].iter().all(|&x| x == 0);
+    area != 0 && area != 666 && area < 900 && group != 0 && !serial
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all() -> Detectors {
+        Detectors {
+            list: BUILTIN
+                .iter()
+                .map(|n| Detector::builtin(n).unwrap())
+                .collect(),
+        }
+    }
+
+    fn detected(v: &str) -> Vec<String> {
+        let d = all();
+        d.scan(v.as_bytes())
+            .iter()
+            .map(|h| format!("{}={}", d.name(h.detector), &v[h.range.clone()]))
+            .collect()
+    }
+
+    #[test]
+    fn finds_each_kind() {
+        assert_eq!(
+            detected("mail ana.lopez+x@example.co.uk now"),
+            ["email=ana.lopez+x@example.co.uk"]
+        );
+        assert_eq!(
+            detected("4111 1111 1111 1111"),
+            ["card=4111 1111 1111 1111"]
+        );
+        assert!(detected("4111 1111 1111 1112").is_empty(), "Luhn");
+        assert_eq!(
+            detected("GB82 WEST 1234 5698 7654 32"),
+            ["iban=GB82 WEST 1234 5698 7654 32"]
+        );
+        assert_eq!(
+            detected("DE89370400440532013000"),
+            ["iban=DE89370400440532013000"]
+        );
+        assert_eq!(detected("ssn 123-45-6789"), ["us_ssn=123-45-6789"]);
+        assert!(detected("000-12-3456").is_empty());
+        assert_eq!(detected("AB 12 34 56 C"), ["uk_nino=AB 12 34 56 C"]);
+        assert_eq!(
+            detected("call +44 20 7946 0958"),
+            ["phone=+44 20 7946 0958"]
+        );
+        assert_eq!(detected("(415) 555-0132"), ["phone=(415) 555-0132"]);
+        assert_eq!(detected("from 192.168.10.7"), ["ip=192.168.10.7"]);
+        assert_eq!(
+            detected("2001:db8::8a2e:370:7334"),
+            ["ip=2001:db8::8a2e:370:7334"]
+        );
+        assert_eq!(
+            detected("AKIAIOSFODNN7EXAMPLE"),
+            ["api_key=AKIAIOSFODNN7EXAMPLE"]
+        );
+        assert_eq!(
+            detected("ghp_abcdefghijklmnopqrstuvwxyz0123456789"),
+            ["api_key=ghp_abcdefghijklmnopqrstuvwxyz0123456789"]
+        );
+        assert_eq!(
+            detected("xoxb-1234567890-abcdef"),
+            ["api_key=xoxb-1234567890-abcdef"]
+        );
+        assert_eq!(
+            detected("sk_live_4eC39HqLyjWDarjtT1zdp7dc"),
+            ["api_key=sk_live_4eC39HqLyjWDarjtT1zdp7dc"]
+        );
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U";
+        assert_eq!(detected(jwt), [format!("jwt={jwt}")]);
+    }
+
+    #[test]
+    fn ordinary_values_are_left_alone() {
+        for v in [
+            "2024-03-01 12:30:45",
+            "ORD-2024-000123",
+            "3f2504e0-4f89-11d3-9a0c-0305e82c3301",
+            "Stainless steel water bottle 750 ml",
+            "12 Market Street, Springfield",
+            "1234567890123",
+            "v1.2.3",
+            "SKU 88-123-4",
+        ] {
+            assert!(detected(v).is_empty(), "{v}: {:?}", detected(v));
+        }
+    }
+
+    #[test]
+    fn custom_and_deny_list() {
+        let d = Detectors {
+            list: vec![
+                Detector::custom("employee_id", r"\bEMP-\d{6}\b").unwrap(),
+                Detector::deny_list("codenames", &["Project Falcon".into()]).unwrap(),
+            ],
+        };
+        let v = b"EMP-123456 works on project falcon";
+        let hits = d.scan(v);
+        assert_eq!(hits.len(), 2);
+        assert_eq!(&v[hits[1].range.clone()], b"project falcon");
+    }
+}
