@@ -7,6 +7,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+mod demo;
+
 #[derive(Parser)]
 #[command(
     name = "chaperone",
@@ -59,6 +61,19 @@ enum Command {
         /// Only this gateway's chain.
         #[arg(long)]
         gateway: Option<String>,
+    },
+    /// Everything local, with a scripted agent session: a dev token issuer, the
+    /// gateway against the MariaDB at 127.0.0.1:3306, and a local archive.
+    Demo {
+        /// Where the demo keeps its config, keys, spool and archive.
+        #[arg(long, default_value = ".chaperone/demo")]
+        dir: PathBuf,
+        /// The gateway's MySQL listener.
+        #[arg(long, default_value = "127.0.0.1:3307")]
+        listen: std::net::SocketAddr,
+        /// Stop after the scripted session instead of serving until Ctrl-C.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Write a self-signed TLS certificate and key for development.
     DevCert {
@@ -113,9 +128,15 @@ enum ConfigCommand {
 }
 
 fn init_logging(json: bool) {
+    init_logging_at(json, "info")
+}
+
+/// Logging to stderr; `CHAPERONE_LOG` (e.g. `debug`, `chaperone_proxy=trace`)
+/// overrides `default_filter`.
+fn init_logging_at(json: bool, default_filter: &str) {
     use tracing_subscriber::EnvFilter;
     let filter =
-        EnvFilter::try_from_env("CHAPERONE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+        EnvFilter::try_from_env("CHAPERONE_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -163,6 +184,22 @@ fn main() -> anyhow::Result<()> {
             public_key,
             gateway,
         } => verify(config, store, since, public_key, gateway),
+        Command::Demo {
+            dir,
+            listen,
+            no_wait,
+        } => {
+            // The demo tells its own story; the gateway's logs only when asked.
+            init_logging_at(false, "warn");
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(demo::run(demo::DemoArgs {
+                    dir,
+                    listen,
+                    keep_running: !no_wait,
+                }))
+        }
         Command::DevCert { out } => {
             let (cert, key) = chaperone_proxy::tls::generate_self_signed()?;
             std::fs::create_dir_all(&out)?;
@@ -178,6 +215,56 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: chaperone_proxy::Config) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested");
+        signal.cancel();
+    });
+    start_gateway(config, shutdown).await?.stopped().await
+}
+
+/// A gateway started by [`start_gateway`].
+pub(crate) struct RunningGateway {
+    pub addr: std::net::SocketAddr,
+    recorder: Option<Arc<chaperone_recorder::Recorder>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningGateway {
+    /// Waits until everything recorded so far is sealed and uploaded (best effort).
+    pub async fn flush(&self) {
+        if let Some(recorder) = self.recorder.clone() {
+            let _ = tokio::task::spawn_blocking(move || {
+                recorder.flush(std::time::Duration::from_secs(10))
+            })
+            .await;
+        }
+    }
+
+    /// Waits for the gateway to stop (after its shutdown token is cancelled),
+    /// then seals the archive.
+    pub async fn stopped(self) -> anyhow::Result<()> {
+        self.task.await?;
+        if let Some(recorder) = self.recorder {
+            // Seal what is spooled (sessions still open end as gateway_stopped) and
+            // give uploads a moment; the rest is uploaded at the next start.
+            tokio::task::spawn_blocking(move || {
+                recorder.shutdown(std::time::Duration::from_secs(30))
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Starts the gateway, its admin endpoint, its API and its recorder; they run
+/// until `shutdown` is cancelled.
+pub(crate) async fn start_gateway(
+    config: chaperone_proxy::Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunningGateway> {
     let authenticator =
         Arc::new(chaperone_proxy::identity::GatewayAuthenticator::from_config(&config)?);
     let recorder = match &config.archive {
@@ -202,27 +289,19 @@ async fn serve(config: chaperone_proxy::Config) -> anyhow::Result<()> {
         None => Arc::new(chaperone_proxy::tap::NoopTap),
     };
     let mut gateway = chaperone_proxy::Gateway::bind(config, authenticator.clone(), tap).await?;
-    let shutdown = CancellationToken::new();
     gateway.start_admin(shutdown.clone()).await?;
     let api_shutdown = shutdown.clone();
     chaperone_proxy::identity::api::start(&gateway.shared(), &authenticator, async move {
         api_shutdown.cancelled().await
     })
     .await?;
-    let signal = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutdown requested");
-        signal.cancel();
-    });
-    gateway.run(shutdown).await;
-    if let Some(recorder) = recorder {
-        // Seal what is spooled (sessions still open end as gateway_stopped) and
-        // give uploads a moment; the rest is uploaded at the next start.
-        tokio::task::spawn_blocking(move || recorder.shutdown(std::time::Duration::from_secs(30)))
-            .await?;
-    }
-    Ok(())
+    let addr = gateway.local_addr();
+    let task = tokio::spawn(gateway.run(shutdown));
+    Ok(RunningGateway {
+        addr,
+        recorder,
+        task,
+    })
 }
 
 fn verify(
@@ -317,7 +396,7 @@ fn token(command: TokenCommand) -> anyhow::Result<()> {
     }
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
