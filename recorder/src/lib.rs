@@ -5,7 +5,12 @@
 //! signed manifest ([`chain`]), and uploads them to the [`store`].
 //! [`verify`] checks an archive: signatures, hashes, the chain, and per-session
 //! sequence continuity.
+//!
+//! Read side: [`catalog`], one DataFusion catalog over the archive (tables,
+//! partition pruning, views), for `chaperone query` / `sessions`, the query UI
+//! and the replayer.
 
+pub mod catalog;
 pub mod chain;
 pub mod config;
 mod fsutil;

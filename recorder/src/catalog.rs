@@ -1,0 +1,336 @@
+//! The read side: one DataFusion catalog over the archive, for `chaperone query`,
+//! `chaperone sessions`, the query UI and the replayer.
+//!
+//! [`Catalog::open`] registers the three tables of `chaperone_schemas` over the
+//! archive's object store (a local directory or S3 / GCS / Azure, as [`Store`]
+//! opens it) with the schemas' own Arrow schemas (no inference: an empty archive
+//! is queryable), the hive partition columns `date` (`'YYYY-MM-DD'`) and `hour`
+//! (`'HH'`), and the Parquet read options that make the archive's layout pay:
+//! filter pushdown into the scan (late materialisation), page index and bloom
+//! filters. File listings are cached for a short time ([`CatalogOptions`]) so
+//! that new segments show up without reopening.
+//!
+//! Views for the common questions (see [`VIEWS`]):
+//! - `session_list`: one row per session, start and end joined;
+//! - `statement_log`: statements with their session's context (client address,
+//!   program, claims, upstream user);
+//! - `table_access`: one row per (statement, table, `read` | `write`): "who
+//!   touched table X".
+//!
+//! A time filter prunes files only through the partition columns: add
+//! `date >= 'YYYY-MM-DD'` next to a `started_at` / `time` condition
+//! ([`date_filter`] writes it).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::DataType;
+use arrow::record_batch::RecordBatch;
+use chaperone_schemas::{Layout, Table};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+
+use crate::store::{Store, StoreError};
+
+/// Why the archive cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("archive {store}: {message}")]
+    Setup { store: String, message: String },
+    #[error("query failed: {0}")]
+    Query(#[from] datafusion::error::DataFusionError),
+}
+
+/// How the catalog reads.
+#[derive(Debug, Clone)]
+pub struct CatalogOptions {
+    /// How long a listing of the archive's files is reused. New segments show
+    /// up after at most this long.
+    pub list_cache_ttl: Duration,
+    /// Parallel partitions per query (default: the machine's cores).
+    pub target_partitions: Option<usize>,
+}
+
+impl Default for CatalogOptions {
+    fn default() -> Self {
+        CatalogOptions {
+            list_cache_ttl: Duration::from_secs(5),
+            target_partitions: None,
+        }
+    }
+}
+
+/// The views registered with every catalog: (name, SQL).
+pub const VIEWS: &[(&str, &str)] = &[
+    (
+        "session_list",
+        "SELECT st.session_id, st.gateway_id, st.issuer, st.subject, st.display_name, \
+                st.auth_method, st.role, st.target, st.client_user, st.upstream_user, \
+                st.database, st.client_addr, st.client_program, st.client_tls, \
+                st.time AS started_at, en.ended_at, en.end_reason, en.commands, en.frames, \
+                en.bytes_from_client, en.bytes_to_client, st.date, st.hour \
+         FROM sessions st \
+         LEFT JOIN (SELECT session_id, ended_at, end_reason, commands, frames, \
+                           bytes_from_client, bytes_to_client \
+                    FROM sessions WHERE event = 'end') en \
+           ON en.session_id = st.session_id \
+         WHERE st.event = 'start'",
+    ),
+    (
+        "statement_log",
+        "SELECT s.*, ss.client_user, ss.upstream_user, ss.client_addr, ss.client_program, \
+                ss.claims, ss.time AS session_started_at \
+         FROM statements s \
+         LEFT JOIN (SELECT session_id, client_user, upstream_user, client_addr, \
+                           client_program, claims, time \
+                    FROM sessions WHERE event = 'start') ss \
+           ON ss.session_id = s.session_id",
+    ),
+    (
+        "table_access",
+        "SELECT started_at, date, hour, gateway_id, session_id, command_index, issuer, \
+                subject, display_name, role, target, database, statement_class, verdict, \
+                error_code, 'read' AS access, unnest(tables_read) AS table_name \
+         FROM statements \
+         UNION ALL \
+         SELECT started_at, date, hour, gateway_id, session_id, command_index, issuer, \
+                subject, display_name, role, target, database, statement_class, verdict, \
+                error_code, 'write' AS access, unnest(tables_written) AS table_name \
+         FROM statements",
+    ),
+];
+
+/// The base URL the archive's store is registered under in DataFusion.
+const STORE_URL: &str = "chaperone-archive://store/";
+
+/// A DataFusion context with the archive's tables and views.
+pub struct Catalog {
+    ctx: SessionContext,
+    store: Store,
+}
+
+impl Catalog {
+    /// Opens the archive at `location` (a directory or URL, see [`Store::open`]).
+    pub async fn open_location(
+        location: &str,
+        store_options: &BTreeMap<String, String>,
+        options: CatalogOptions,
+    ) -> Result<Catalog, CatalogError> {
+        let store = Store::open(location, store_options)?;
+        Self::open(store, options).await
+    }
+
+    /// Registers the tables and views over an opened store.
+    pub async fn open(store: Store, options: CatalogOptions) -> Result<Catalog, CatalogError> {
+        let setup = |message: String| CatalogError::Setup {
+            store: store.description.clone(),
+            message,
+        };
+        let mut config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_collect_statistics(false);
+        if let Some(n) = options.target_partitions {
+            config = config.with_target_partitions(n.max(1));
+        }
+        let parquet = &mut config.options_mut().execution.parquet;
+        parquet.pushdown_filters = true;
+        parquet.reorder_filters = true;
+        parquet.enable_page_index = true;
+        parquet.bloom_filter_on_read = true;
+        parquet.pruning = true;
+        let runtime = RuntimeEnvBuilder::new()
+            .with_cache_manager(
+                CacheManagerConfig::default()
+                    .with_list_files_cache_limit(64 << 20)
+                    .with_list_files_cache_ttl(Some(options.list_cache_ttl)),
+            )
+            .build_arc()
+            .map_err(|e| setup(e.to_string()))?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let base = url::Url::parse(STORE_URL).map_err(|e| setup(e.to_string()))?;
+        ctx.register_object_store(&base, store.inner.clone());
+
+        let layout = Layout::new(&store.prefix);
+        for table in Table::ALL {
+            let url = format!("{STORE_URL}{}/", layout.table_root(table));
+            let table_url = ListingTableUrl::parse(&url).map_err(|e| setup(e.to_string()))?;
+            let listing = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                .with_file_extension(".parquet")
+                .with_table_partition_cols(vec![
+                    ("date".to_string(), DataType::Utf8),
+                    ("hour".to_string(), DataType::Utf8),
+                ]);
+            let config = ListingTableConfig::new(table_url)
+                .with_listing_options(listing)
+                .with_schema(table.schema());
+            let provider = ListingTable::try_new(config).map_err(|e| setup(e.to_string()))?;
+            ctx.register_table(table.name(), Arc::new(provider))
+                .map_err(|e| setup(e.to_string()))?;
+        }
+        for (name, sql) in VIEWS {
+            ctx.sql(&format!("CREATE VIEW {name} AS {sql}"))
+                .await
+                .map_err(|e| setup(format!("view {name}: {e}")))?;
+        }
+        Ok(Catalog { ctx, store })
+    }
+
+    /// The DataFusion context: register more, or plan queries directly.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Plans a SQL query. Only queries: DDL and DML on the archive are refused.
+    pub async fn sql(&self, sql: &str) -> Result<DataFrame, CatalogError> {
+        let options = datafusion::execution::context::SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        Ok(self.ctx.sql_with_options(sql, options).await?)
+    }
+
+    /// Runs a SQL query and collects its result.
+    pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, CatalogError> {
+        Ok(self.sql(sql).await?.collect().await?)
+    }
+}
+
+/// `date >= 'YYYY-MM-DD'` for a time in nanoseconds: the partition filter that
+/// goes with `started_at >= ...` so that older partitions are not even listed.
+pub fn date_filter(since_ns: i64) -> String {
+    let p = chaperone_schemas::Partition::of_ns(since_ns);
+    format!("date >= '{}'", p.date())
+}
+
+/// A SQL timestamp literal (UTC, microseconds) for a time in nanoseconds,
+/// comparable with the archive's time columns.
+pub fn timestamp_literal(ns: i64) -> String {
+    format!(
+        "arrow_cast({}, 'Timestamp(µs, \"UTC\")')",
+        ns.div_euclid(1000)
+    )
+}
+
+/// A SQL string literal.
+pub fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// What `chaperone sessions` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct SessionFilter {
+    /// Sessions of this agent: its subject or display name.
+    pub agent: Option<String>,
+    /// Sessions that read or wrote this table (`db.table`, or a bare name that
+    /// matches it in any database).
+    pub table: Option<String>,
+    /// Sessions started at or after this time (Unix nanoseconds).
+    pub since_ns: Option<i64>,
+    pub limit: usize,
+}
+
+/// The SQL of `chaperone sessions` (over the views; newest first).
+pub fn sessions_sql(f: &SessionFilter) -> String {
+    let mut conditions = Vec::new();
+    if let Some(since) = f.since_ns {
+        conditions.push(date_filter(since));
+        conditions.push(format!("started_at >= {}", timestamp_literal(since)));
+    }
+    if let Some(agent) = &f.agent {
+        conditions.push(format!(
+            "(subject = {0} OR display_name = {0})",
+            quote(agent)
+        ));
+    }
+    if let Some(table) = &f.table {
+        let mut access = vec![table_condition(table)];
+        if let Some(since) = f.since_ns {
+            access.push(date_filter(since));
+            access.push(format!("started_at >= {}", timestamp_literal(since)));
+        }
+        conditions.push(format!(
+            "session_id IN (SELECT DISTINCT session_id FROM table_access WHERE {})",
+            access.join(" AND ")
+        ));
+    }
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
+    format!(
+        "SELECT session_id, started_at, ended_at, subject, display_name, role, target, \
+                client_addr, client_program, commands, end_reason \
+         FROM session_list {filter} ORDER BY started_at DESC, session_id LIMIT {}",
+        f.limit.max(1)
+    )
+}
+
+/// A condition on `table_access.table_name` for a table as a user names it.
+fn table_condition(table: &str) -> String {
+    if table.contains('.') {
+        format!("table_name = {}", quote(table))
+    } else {
+        format!(
+            "(table_name = {0} OR table_name LIKE {1})",
+            quote(table),
+            quote(&format!(
+                "%.{}",
+                table.replace('%', "\\%").replace('_', "\\_")
+            ))
+        )
+    }
+}
+
+/// Output formats of `chaperone query`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// An aligned text table.
+    Table,
+    /// CSV with a header line.
+    Csv,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Renders query results.
+pub fn render(batches: &[RecordBatch], format: Format) -> Result<String, arrow::error::ArrowError> {
+    match format {
+        Format::Table => Ok(arrow::util::pretty::pretty_format_batches(batches)?.to_string()),
+        Format::Csv => {
+            let mut out = Vec::new();
+            {
+                let mut w = arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut out);
+                for b in batches {
+                    w.write(b)?;
+                }
+            }
+            Ok(String::from_utf8_lossy(&out).into_owned())
+        }
+        Format::Json => {
+            let mut out = Vec::new();
+            {
+                let mut w = arrow::json::LineDelimitedWriter::new(&mut out);
+                for b in batches {
+                    w.write(b)?;
+                }
+                w.finish()?;
+            }
+            Ok(String::from_utf8_lossy(&out).into_owned())
+        }
+    }
+}
