@@ -14,9 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use chaperone_proxy::config::{UpstreamTls, UpstreamTlsMode};
-use chaperone_proxy::identity::config::{
-    ApiConfig, ClaimPattern, IssuerConfig, RoleConfig, RoleTarget,
-};
+use chaperone_proxy::identity::config::{ApiConfig, IssuerConfig, RoleConfig, RoleTarget};
 use chaperone_proxy::identity::dev_issuer::{self, DevIssuer, DevKey, MintRequest};
 use chaperone_proxy::identity::GatewayAuthenticator;
 use chaperone_proxy::protocol::handshake::{ServerGreeting, UpstreamHello};
@@ -262,19 +260,28 @@ fn issuer(url: &str) -> IssuerConfig {
 }
 
 fn role(issuer: &str, claims: &[(&str, &str)], targets: &[(&str, RoleTarget)]) -> RoleConfig {
-    RoleConfig {
-        issuer: Some(issuer.into()),
-        claims: claims
-            .iter()
-            .map(|(k, v)| (k.to_string(), ClaimPattern::One(v.to_string())))
-            .collect(),
-        targets: targets
-            .iter()
-            .map(|(t, rt)| (t.to_string(), rt.clone()))
-            .collect(),
-        max_session_secs: None,
-        jit_max_ttl_secs: 600,
-    }
+    // Built through serde so that fields added later take their defaults.
+    let targets: Map<String, Value> = targets
+        .iter()
+        .map(|(t, rt)| {
+            let mut v = Map::new();
+            if let Some(u) = &rt.upstream_user {
+                v.insert("upstream_user".into(), json!(u));
+            }
+            if let Some(d) = &rt.databases {
+                v.insert("databases".into(), json!(d));
+            }
+            (t.to_string(), Value::Object(v))
+        })
+        .collect();
+    let claims: Map<String, Value> = claims
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    serde_json::from_value(json!({
+        "issuer": issuer, "claims": claims, "targets": targets, "jit_max_ttl_secs": 600,
+    }))
+    .expect("role config")
 }
 
 /// Issuers `oidc` (the node provider) and `dev` (the dev issuer), when given,
@@ -330,6 +337,7 @@ fn with_identity(config: &mut Config, oidc: Option<&str>, dev: Option<&str>) {
                     RoleTarget {
                         upstream_user: Some(RO_USER.into()),
                         databases: Some(vec!["chp_id_ro_db".into()]),
+                        ..Default::default()
                     },
                 )],
             ),
