@@ -50,6 +50,8 @@ pub struct Grant {
     /// When the session must end (the role's longest session, or the expiry of
     /// the credentials that established it); None: no limit.
     pub deadline: Option<std::time::SystemTime>,
+    /// The guardrail policy for the session (`[policies.NAME]`); None: not guarded.
+    pub policy: Option<String>,
 }
 
 impl Grant {
@@ -61,6 +63,7 @@ impl Grant {
             upstream_user: None,
             databases: None,
             deadline: None,
+            policy: None,
         }
     }
 }
@@ -109,6 +112,7 @@ struct ConfigUser {
     target: String,
     password: Secret,
     plugin: &'static str,
+    policy: Option<String>,
 }
 
 impl ConfigUsers {
@@ -126,6 +130,7 @@ impl ConfigUsers {
                     target: u.target.clone(),
                     password: u.password.resolve(&format!("users.{name}"))?,
                     plugin,
+                    policy: u.policy.clone(),
                 },
             );
         }
@@ -177,10 +182,9 @@ impl Authenticator for ConfigUsers {
         if !ok {
             return Err(AuthError::WrongPassword);
         }
-        Ok(Grant::new(
-            Identity::config_user(&ctx.user),
-            user.target.clone(),
-        ))
+        let mut grant = Grant::new(Identity::config_user(&ctx.user), user.target.clone());
+        grant.policy = user.policy.clone();
+        Ok(grant)
     }
 }
 

@@ -53,6 +53,12 @@ pub struct Config {
     pub jit: crate::identity::config::JitConfig,
     #[serde(default)]
     pub api: Option<crate::identity::config::ApiConfig>,
+    /// Guardrails: `[policies.*]` (named by roles and users) and `[approvals]`
+    /// (docs/guardrails.md).
+    #[serde(default)]
+    pub policies: BTreeMap<String, crate::guardrails::config::PolicyConfig>,
+    #[serde(default)]
+    pub approvals: Option<crate::guardrails::config::ApprovalsConfig>,
     /// `[archive]`: recording to the archive. Kept as a table here (the recorder
     /// crate gives it its types and checks it: `ArchiveConfig::from_toml`), so
     /// the gateway does not depend on the recorder. Absent: nothing is recorded.
@@ -163,6 +169,10 @@ pub struct UserConfig {
     /// `mysql_native_password` or `caching_sha2_password` (default).
     #[serde(default = "default_user_plugin")]
     pub plugin: String,
+    /// The guardrail policy (`[policies.NAME]`) for this user's sessions.
+    /// Default: none (the session is recorded, not guarded).
+    #[serde(default)]
+    pub policy: Option<String>,
 }
 
 /// Where a secret comes from: the environment (preferred), a file, or inline.
@@ -330,6 +340,7 @@ impl Config {
             }
         }
         crate::identity::config::validate(self)?;
+        crate::guardrails::config::validate(self)?;
         if self.gateway.max_packet_size < 1024 || self.gateway.max_packet_size > 1 << 30 {
             return invalid("gateway.max_packet_size must be between 1 KiB and 1 GiB".into());
         }

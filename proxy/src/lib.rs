@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod guardrails;
 pub mod identity;
 pub mod masking;
 pub mod metrics;

@@ -72,6 +72,8 @@ pub struct Shared {
     pub tls: Option<TlsAcceptor>,
     pub registry: Registry,
     pub any_local_infile: bool,
+    /// The policies and approvals (`[policies.*]`, `[approvals]`).
+    pub guardrails: Arc<crate::guardrails::Guardrails>,
     /// Every role's masking policy, compiled from `[masking]`.
     pub masking: Arc<crate::masking::Masking>,
     server_info: RwLock<ServerInfo>,
@@ -137,6 +139,7 @@ impl Gateway {
                 source,
             })?;
         let any_local_infile = targets.values().any(|t| t.allow_local_infile);
+        let guardrails = Arc::new(crate::guardrails::Guardrails::from_config(&config).await?);
         let masking = crate::masking::Masking::compile(&config.masking)
             .map_err(|e| crate::config::ConfigError::Invalid(e.to_string()))?;
         let shared = Arc::new(Shared {
@@ -148,6 +151,7 @@ impl Gateway {
             tls,
             registry: Registry::default(),
             any_local_infile,
+            guardrails,
             server_info: RwLock::new(ServerInfo::default()),
             next_connection_id: AtomicU32::new(1),
             config,

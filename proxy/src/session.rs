@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::auth::{AuthError, Grant, LoginContext, Proof};
+use crate::guardrails::{GuardError, SqlCommand};
 use crate::metrics::{CommandLabels, DirectionLabels};
 use crate::protocol::command::{self, *};
 use crate::protocol::exchange::{Exchange, ResponseFacts, Step};
@@ -187,6 +188,8 @@ struct Session {
     session_id: Arc<str>,
     database: Option<String>,
     statements: HashMap<u32, PreparedStatement>,
+    /// The session's guardrails: its policy, approvals (docs/guardrails.md).
+    guard: crate::guardrails::SessionGuard,
     /// The role's masking policy and per-statement masking state.
     masking: crate::masking::SessionMasking,
     /// The masker of the response being relayed (set by `command`).
@@ -339,6 +342,23 @@ impl Session {
                 )));
             }
         };
+        let mut login = login;
+        let mut guard = crate::guardrails::SessionGuard::new(
+            shared.guardrails.clone(),
+            &login.grant,
+            &shared.config.gateway.id,
+        );
+        if let Err(err) = guard
+            .check_connect(hello.database.as_deref(), &mut login.grant.deadline, "")
+            .await
+        {
+            warn!(user = %hello.user, reason = %err.message, "session refused by guardrails");
+            let _ = client.send(Packet::new(login.seq, err.encode())).await;
+            return Err(SessionError::ClientMalformed(Malformed::new(
+                "login",
+                "refused by guardrails",
+            )));
+        }
         let mut session_attrs = hello.connect_attrs.clone();
         let upstream = match Self::open_upstream(
             shared,
@@ -387,6 +407,7 @@ impl Session {
             grant: login.grant,
             session_id: Arc::from(""),
             statements: HashMap::new(),
+            guard,
             frame_seq: 0,
             command_index: 0,
             bytes_from_client: 0,
@@ -778,6 +799,10 @@ impl Session {
         let mut forward = packet.payload.clone();
         // COM_STMT_PREPARE: the statement's analysis, kept with it once prepared.
         let mut prepared = None;
+        // COM_STMT_PREPARE: its guardrail verdict, bound to its id once prepared.
+        let mut prepared_guard = None;
+        // COM_QUERY: the database a USE in it switches to.
+        let mut use_db: Option<String> = None;
         match code {
             COM_QUIT => {
                 self.finish(summary, started, None);
@@ -799,9 +824,32 @@ impl Session {
                 let sql = &packet.payload[1..];
                 summary.sql = Some(String::from_utf8_lossy(sql).into_owned());
                 let text = summary.sql.as_deref().unwrap_or_default();
-                AnalysisCache::shared()
-                    .analyze(text)
-                    .record_into(&mut summary, self.database.as_deref());
+                let analysis = AnalysisCache::shared().analyze(text);
+                analysis.record_into(&mut summary, self.database.as_deref());
+                if self.guard.active() {
+                    let sql_text = summary.sql.clone().unwrap_or_default();
+                    let database = self.database.clone();
+                    let cmd = SqlCommand {
+                        bytes: sql,
+                        sql: &sql_text,
+                        analysis: &analysis,
+                        database: database.as_deref(),
+                        connection_id: self.connection_id,
+                        prepare: false,
+                    };
+                    if let Err(e) = self
+                        .guard
+                        .check_sql(cmd, &mut self.upstream, &mut summary)
+                        .await
+                    {
+                        return self.guard_refused(summary, code, e).await;
+                    }
+                }
+                use_db = analysis
+                    .statements
+                    .iter()
+                    .rev()
+                    .find_map(|s| s.use_database.clone());
                 let sql_text = summary.sql.clone().unwrap_or_default();
                 match self.masking.check(&sql_text, self.database.as_deref()) {
                     Ok(lineage) => {
@@ -823,6 +871,15 @@ impl Session {
             }
             COM_PROCESS_KILL => {
                 let id = Reader::new(&packet.payload[1..], "COM_PROCESS_KILL").u32();
+                if let Ok(target) = &id {
+                    let target = Some((u64::from(*target), self.connection_id));
+                    if let Err(e) =
+                        self.guard
+                            .check_command("COM_PROCESS_KILL", target, &mut summary)
+                    {
+                        return self.guard_refused(summary, code, e).await;
+                    }
+                }
                 let kill = id.ok().map(|id| registry::Kill {
                     query_only: false,
                     id: id as u64,
@@ -847,6 +904,26 @@ impl Session {
                 let analysis =
                     AnalysisCache::shared().analyze(summary.sql.as_deref().unwrap_or_default());
                 analysis.record_into(&mut summary, self.database.as_deref());
+                if self.guard.active() {
+                    let sql_text = summary.sql.clone().unwrap_or_default();
+                    let database = self.database.clone();
+                    let cmd = SqlCommand {
+                        bytes: &packet.payload[1..],
+                        sql: &sql_text,
+                        analysis: &analysis,
+                        database: database.as_deref(),
+                        connection_id: self.connection_id,
+                        prepare: true,
+                    };
+                    match self
+                        .guard
+                        .check_sql(cmd, &mut self.upstream, &mut summary)
+                        .await
+                    {
+                        Ok(g) => prepared_guard = Some(g),
+                        Err(e) => return self.guard_refused(summary, code, e).await,
+                    }
+                }
                 prepared = Some(analysis);
                 let sql = summary.sql.as_deref().unwrap_or_default();
                 match self.masking.check(sql, self.database.as_deref()) {
@@ -885,6 +962,34 @@ impl Session {
                             format!("Chaperone: {e}"),
                         );
                         return self.refuse(summary, code, err).await;
+                    }
+                }
+                if self.guard.active() {
+                    let (guard, sql, analysis, database) =
+                        match id.and_then(|id| self.statements.get(&id)) {
+                            Some(s) => (
+                                s.guard.clone(),
+                                s.sql.clone(),
+                                s.analysis.clone(),
+                                s.database.clone(),
+                            ),
+                            None => (None, String::new(), None, None),
+                        };
+                    let params = summary.params.clone();
+                    let checked = self
+                        .guard
+                        .check_execute(
+                            guard.as_ref(),
+                            &sql,
+                            &params,
+                            analysis.as_deref(),
+                            database.as_deref(),
+                            &mut self.upstream,
+                            &mut summary,
+                        )
+                        .await;
+                    if let Err(e) = checked {
+                        return self.guard_refused(summary, code, e).await;
                     }
                 }
             }
@@ -926,8 +1031,33 @@ impl Session {
                 self.statements.clear();
                 self.masking.reset();
             }
-            COM_INIT_DB | COM_PING | COM_FIELD_LIST | COM_STATISTICS | COM_SET_OPTION
-            | COM_REFRESH | COM_DEBUG => {}
+            COM_INIT_DB => {
+                let db = String::from_utf8_lossy(&packet.payload[1..]).into_owned();
+                if let Err(e) = self.guard.check_database(&db, &mut summary) {
+                    return self.guard_refused(summary, code, e).await;
+                }
+            }
+            COM_FIELD_LIST => {
+                let rest = &packet.payload[1..];
+                let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+                let table = String::from_utf8_lossy(&rest[..end]).into_owned();
+                let database = self.database.clone();
+                if let Err(e) =
+                    self.guard
+                        .check_field_list(database.as_deref(), &table, &mut summary)
+                {
+                    return self.guard_refused(summary, code, e).await;
+                }
+            }
+            COM_REFRESH | COM_DEBUG => {
+                if let Err(e) = self
+                    .guard
+                    .check_command(command::name(code), None, &mut summary)
+                {
+                    return self.guard_refused(summary, code, e).await;
+                }
+            }
+            COM_PING | COM_STATISTICS | COM_SET_OPTION => {}
             _ => {
                 let err = ErrInfo::new(
                     codes::UNKNOWN_COMMAND,
@@ -968,6 +1098,7 @@ impl Session {
                                 long_data: vec![false; params as usize],
                                 analysis: prepared.take(),
                                 database: self.database.clone(),
+                                guard: prepared_guard.take(),
                             },
                         );
                         summary.statement_id = Some(id);
@@ -978,7 +1109,7 @@ impl Session {
                         Some(String::from_utf8_lossy(&packet.payload[1..]).into_owned());
                 }
                 COM_QUERY => {
-                    if let Some(db) = use_database(&packet.payload[1..]) {
+                    if let Some(db) = use_db.take().or_else(|| use_database(&packet.payload[1..])) {
                         self.database = Some(db);
                     }
                 }
@@ -1177,6 +1308,20 @@ impl Session {
         }
     }
 
+    /// A command the guardrails did not let through: refused with their
+    /// error, or the session ends when the upstream broke during an EXPLAIN.
+    async fn guard_refused(
+        &mut self,
+        summary: CommandSummary,
+        code: u8,
+        e: GuardError,
+    ) -> Result<Option<End>, SessionError> {
+        match e {
+            GuardError::Refuse(err) => self.refuse(summary, code, err).await,
+            GuardError::Upstream(m) => Err(SessionError::Upstream(m)),
+        }
+    }
+
     /// Answers a command with an error without forwarding it.
     async fn refuse(
         &mut self,
@@ -1227,6 +1372,7 @@ impl Session {
             summary.warnings = f.warnings;
             summary.result_columns = f.columns;
             summary.result_hash = f.result_hash;
+            self.guard.observe_status(f.status);
             if let Some(e) = f.error {
                 summary.error_code = Some(e.code);
                 summary.error_message = Some(e.message);
@@ -1333,6 +1479,20 @@ impl Session {
                 return Ok(Some(End::AuthFailed));
             }
         };
+        let mut login = login;
+        let mut guard = crate::guardrails::SessionGuard::new(
+            self.shared.guardrails.clone(),
+            &login.grant,
+            &self.shared.config.gateway.id,
+        );
+        if let Err(err) = guard
+            .check_connect(database.as_deref(), &mut login.grant.deadline, "")
+            .await
+        {
+            warn!(user = %hello.user, reason = %err.message, "change user: refused by guardrails");
+            let _ = self.client.send(Packet::new(login.seq, err.encode())).await;
+            return Ok(Some(End::AuthFailed));
+        }
         let mut attrs = hello.connect_attrs.clone();
         let upstream = match Self::open_upstream(
             &self.shared,
@@ -1360,6 +1520,7 @@ impl Session {
         self.upstream = upstream;
         self.hello = hello;
         self.grant = login.grant;
+        self.guard = guard;
         self.masking = crate::masking::SessionMasking::new(
             self.shared
                 .masking

@@ -1,1 +1,16 @@
 //! Terminal replay, re-execution against a target, and session diff.
+//!
+//! - [`archive`]: loading a session (statements first, frames on demand).
+//! - [`decode`]: the result sets a client saw, from the recorded frames.
+//! - [`story`]: `replay --plain` / `--json`.
+//! - [`player`]: the interactive terminal player.
+//! - [`against`]: re-executing a session on another database and comparing.
+//! - [`diff`]: aligning two sessions and reporting what changed.
+
+pub mod against;
+pub mod archive;
+pub mod decode;
+pub mod diff;
+pub mod model;
+pub mod player;
+pub mod story;

@@ -128,13 +128,32 @@ pub struct CommandSummary {
     pub result_hash: Option<String>,
 
     // --- Guardrails (filled by the guardrail issue; recorded as given). --------
-    /// The guardrail decision (`allowed`, `denied`, `approved`, ...). None: the
-    /// archive writes `refused` or `allowed` from [`CommandSummary::refused`].
+    /// The guardrail decision: `allowed`, `denied`, `approved` (ran after
+    /// approval), `approval_denied`, `approval_timeout`, `pending_approval`
+    /// (async mode: refused with a request id). None (sessions without a
+    /// policy): the archive writes `refused` or `allowed` from
+    /// [`CommandSummary::refused`].
     #[serde(default)]
     pub verdict: Option<String>,
     /// Why the verdict was reached (rule name, approver, ...).
     #[serde(default)]
     pub verdict_reason: Option<String>,
+    /// The guardrail policy that judged the command (guarded sessions only).
+    #[serde(default)]
+    pub policy: Option<String>,
+    /// The policy rule that decided (`class`, `feature:file`, `databases`,
+    /// `unparsed`, `dynamic_sql`, an approval rule's name, ...).
+    #[serde(default)]
+    pub policy_rule: Option<String>,
+    /// The approval request the command waited for, or ran under.
+    #[serde(default)]
+    pub approval_id: Option<String>,
+    /// Who approved it.
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    /// How long the command waited for a decision, in milliseconds.
+    #[serde(default)]
+    pub approval_wait_ms: Option<u64>,
     /// Columns masked in the result, as `column:rule`.
     #[serde(default)]
     pub masked_columns: Vec<String>,

@@ -183,6 +183,11 @@ pub struct StatementRows {
     parse_error: StringBuilder,
     verdict: StringBuilder,
     verdict_reason: StringBuilder,
+    policy: StringBuilder,
+    policy_rule: StringBuilder,
+    approval_id: StringBuilder,
+    approvers: ListBuilder<StringBuilder>,
+    approval_wait_ms: Int64Builder,
     rows_returned: Int64Builder,
     rows_affected: Int64Builder,
     last_insert_id: Int64Builder,
@@ -233,6 +238,11 @@ impl StatementRows {
             parse_error: StringBuilder::new(),
             verdict: StringBuilder::new(),
             verdict_reason: StringBuilder::new(),
+            policy: StringBuilder::new(),
+            policy_rule: StringBuilder::new(),
+            approval_id: StringBuilder::new(),
+            approvers: list_builder(),
+            approval_wait_ms: Int64Builder::new(),
             rows_returned: Int64Builder::new(),
             rows_affected: Int64Builder::new(),
             last_insert_id: Int64Builder::new(),
@@ -297,6 +307,15 @@ impl StatementRows {
         self.verdict.append_value(verdict_of(summary));
         self.verdict_reason
             .append_option(summary.verdict_reason.as_ref());
+        self.policy.append_option(summary.policy.as_ref());
+        self.policy_rule.append_option(summary.policy_rule.as_ref());
+        self.approval_id.append_option(summary.approval_id.as_ref());
+        append_list(&mut self.approvers, &summary.approvers);
+        self.approval_wait_ms.append_option(
+            summary
+                .approval_wait_ms
+                .map(|ms| ms.min(i64::MAX as u64) as i64),
+        );
         self.rows_returned
             .append_value(summary.rows_returned.min(i64::MAX as u64) as i64);
         self.rows_affected
@@ -343,6 +362,11 @@ impl StatementRows {
             Arc::new(self.parse_error.finish()),
             Arc::new(self.verdict.finish()),
             Arc::new(self.verdict_reason.finish()),
+            Arc::new(self.policy.finish()),
+            Arc::new(self.policy_rule.finish()),
+            Arc::new(self.approval_id.finish()),
+            Arc::new(self.approvers.finish()),
+            Arc::new(self.approval_wait_ms.finish()),
             Arc::new(self.rows_returned.finish()),
             Arc::new(self.rows_affected.finish()),
             Arc::new(self.last_insert_id.finish()),

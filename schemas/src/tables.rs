@@ -190,6 +190,16 @@ pub mod statements {
     pub const PARSE_ERROR: &str = "parse_error";
     pub const VERDICT: &str = "verdict";
     pub const VERDICT_REASON: &str = "verdict_reason";
+    /// The guardrail policy that judged the statement (guarded sessions only).
+    pub const POLICY: &str = "policy";
+    /// The policy rule that decided.
+    pub const POLICY_RULE: &str = "policy_rule";
+    /// The approval request the statement waited for or ran under.
+    pub const APPROVAL_ID: &str = "approval_id";
+    /// Who approved it.
+    pub const APPROVERS: &str = "approvers";
+    /// How long it waited for a decision (milliseconds).
+    pub const APPROVAL_WAIT_MS: &str = "approval_wait_ms";
     pub const ROWS_RETURNED: &str = "rows_returned";
     pub const ROWS_AFFECTED: &str = "rows_affected";
     pub const LAST_INSERT_ID: &str = "last_insert_id";
@@ -298,6 +308,11 @@ pub fn statements_schema() -> SchemaRef {
                     utf8(PARSE_ERROR, true),
                     utf8(VERDICT, false),
                     utf8(VERDICT_REASON, true),
+                    utf8(POLICY, true),
+                    utf8(POLICY_RULE, true),
+                    utf8(APPROVAL_ID, true),
+                    list(APPROVERS),
+                    int64(APPROVAL_WAIT_MS, true),
                     int64(ROWS_RETURNED, false),
                     int64(ROWS_AFFECTED, false),
                     int64(LAST_INSERT_ID, false),

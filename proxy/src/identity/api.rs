@@ -189,9 +189,18 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<SocketAddr> {
+    serve_router(addr, router(state), tls, shutdown).await
+}
+
+/// Serves `app` (the credentials API, the approvals API, or both) on `addr`.
+pub async fn serve_router(
+    addr: SocketAddr,
+    app: axum::Router,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let app = router(state);
     match tls {
         None => {
             tokio::spawn(async move {
@@ -280,16 +289,36 @@ pub async fn start(
     let Some(api) = &shared.config.api else {
         return Ok(None);
     };
-    let (Some(workload), Some(jit)) = (auth.workload(), auth.jit()) else {
-        warn!("[api] is configured but token login ([issuers.*]) or [jit] is not: the credentials API is off");
+    let mut app = axum::Router::new();
+    let mut served = Vec::new();
+    match (auth.workload(), auth.jit()) {
+        (Some(workload), Some(jit)) => {
+            app = app.merge(router(ApiState {
+                workload: workload.clone(),
+                jit: jit.clone(),
+                default_ttl_secs: shared.config.jit.default_ttl_secs,
+            }));
+            served.push("credentials");
+        }
+        _ => warn!("[api] is configured but token login ([issuers.*]) or [jit] is not: the credentials API is off"),
+    }
+    // The approvals API (guardrails) lives beside the credentials API.
+    if let Some(approvals) = shared.guardrails.approvals() {
+        app = app.merge(crate::guardrails::api::router(approvals.clone()));
+        served.push("approvals");
+    }
+    if served.is_empty() {
         return Ok(None);
+    }
+    let local = serve_router(api.listen, app, shared.tls.clone(), shutdown).await?;
+    let scheme = if shared.tls.is_some() {
+        "https"
+    } else {
+        "http"
     };
-    let state = ApiState {
-        workload: workload.clone(),
-        jit: jit.clone(),
-        default_ttl_secs: shared.config.jit.default_ttl_secs,
-    };
-    let local = serve(api.listen, state, shared.tls.clone(), shutdown).await?;
-    info!(%local, tls = shared.tls.is_some(), "credentials API listening");
+    if let Some(approvals) = shared.guardrails.approvals() {
+        approvals.set_api_base(format!("{scheme}://{local}"));
+    }
+    info!(%local, tls = shared.tls.is_some(), apis = ?served, "API listening");
     Ok(Some(local))
 }

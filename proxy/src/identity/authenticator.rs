@@ -85,6 +85,7 @@ fn grant_of(identity: chaperone_schemas::Identity, g: &RoleGrant, expiry: Option
         upstream_user: g.upstream_user.clone(),
         databases: g.databases.clone(),
         deadline: deadline(g, expiry),
+        policy: g.policy.clone(),
     }
 }
 

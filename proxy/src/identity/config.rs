@@ -103,6 +103,9 @@ pub struct RoleConfig {
     /// The longest lifetime of just-in-time credentials for this role.
     #[serde(default = "default_jit_max_ttl")]
     pub jit_max_ttl_secs: u64,
+    /// The guardrail policy (`[policies.NAME]`) for this role's sessions.
+    #[serde(default)]
+    pub policy: Option<String>,
 }
 
 /// A claim condition: one pattern or a list of them.

@@ -312,6 +312,7 @@ mod tests {
             databases: None,
             max_session_secs: None,
             jit_max_ttl_secs: 60,
+            policy: None,
         }
     }
 

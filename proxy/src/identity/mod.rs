@@ -38,10 +38,10 @@ pub use authenticator::GatewayAuthenticator;
 pub enum Refusal {
     #[error("token: {0}")]
     Token(#[from] TokenError),
-    #[error("identity {subject} from {issuer}: {reason}")]
+    #[error("identity {} from {}: {reason}", identity.subject, identity.issuer)]
     Role {
-        issuer: String,
-        subject: String,
+        /// Who was refused (verified, without a role).
+        identity: Box<Identity>,
         reason: NoRole,
     },
 }
@@ -85,17 +85,16 @@ impl WorkloadIdentity {
             .roles
             .resolve(&verified.issuer.name, &verified.claims, target)
             .map_err(|reason| Refusal::Role {
-                issuer: verified.issuer.config.issuer.clone(),
-                subject: verified.subject.clone(),
+                identity: Box::new(identity_of(&verified, None)),
                 reason,
             })?;
-        Ok((identity_of(&verified, &grant.role), grant))
+        Ok((identity_of(&verified, Some(&grant.role)), grant))
     }
 }
 
 /// The identity recorded for a verified token: display name from the issuer's
 /// `display_name_claim`, claims without the issuer's `secret_claims`.
-pub fn identity_of(token: &VerifiedToken, role: &str) -> Identity {
+pub fn identity_of(token: &VerifiedToken, role: Option<&str>) -> Identity {
     let cfg = &token.issuer.config;
     let display_name = match token.claims.get(&cfg.display_name_claim) {
         Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
@@ -111,7 +110,7 @@ pub fn identity_of(token: &VerifiedToken, role: &str) -> Identity {
         subject: token.subject.clone(),
         display_name,
         auth_method: AuthMethod::OidcToken,
-        role: Some(role.to_string()),
+        role: role.map(str::to_string),
         claims: serde_json::Value::Object(claims),
         expires_at: Some(token.expires_at),
     }

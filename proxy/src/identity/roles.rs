@@ -20,6 +20,9 @@ pub struct RoleGrant {
     /// The longest session, in seconds.
     pub max_session_secs: Option<u64>,
     pub jit_max_ttl_secs: u64,
+    /// The guardrail policy of the role.
+    #[serde(default)]
+    pub policy: Option<String>,
 }
 
 /// Why no role applies. Goes to the log and the audit record, never to the client.
@@ -38,6 +41,7 @@ struct Role {
     targets: BTreeMap<String, RoleTarget>,
     max_session_secs: Option<u64>,
     jit_max_ttl_secs: u64,
+    policy: Option<String>,
 }
 
 /// The configured roles, most specific first: a role with more claim conditions
@@ -70,6 +74,7 @@ impl Roles {
                 targets: r.targets.clone(),
                 max_session_secs: r.max_session_secs,
                 jit_max_ttl_secs: r.jit_max_ttl_secs,
+                policy: r.policy.clone(),
             })
             .collect();
         // Stable: equal specificity keeps name order.
@@ -104,6 +109,7 @@ impl Roles {
                     databases: t.databases.clone(),
                     max_session_secs: role.max_session_secs,
                     jit_max_ttl_secs: role.jit_max_ttl_secs,
+                    policy: role.policy.clone(),
                 });
             }
             matching.push(role.name.as_str());

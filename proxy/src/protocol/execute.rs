@@ -32,6 +32,9 @@ pub struct PreparedStatement {
     /// The current database at prepare time: the server resolves the
     /// statement's table names then.
     pub database: Option<String>,
+    /// Its guardrail verdict from PREPARE (row estimates still to check at
+    /// each execution, the approval it was prepared under).
+    pub guard: Option<crate::guardrails::PreparedGuard>,
 }
 
 /// A parsed COM_STMT_EXECUTE.

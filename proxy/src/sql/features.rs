@@ -67,7 +67,7 @@ impl Features {
         Self::ALL.iter().find(|(_, n)| *n == name).map(|(f, _)| *f)
     }
 
-    pub fn contains(self, other: Features) -> bool {
+    pub const fn contains(self, other: Features) -> bool {
         self.0 & other.0 == other.0
     }
 
@@ -79,7 +79,7 @@ impl Features {
         self.0 == 0
     }
 
-    pub fn union(self, other: Features) -> Features {
+    pub const fn union(self, other: Features) -> Features {
         Features(self.0 | other.0)
     }
 

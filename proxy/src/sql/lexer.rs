@@ -80,16 +80,27 @@ pub struct Lexer<'a> {
     in_exec: bool,
     prev: Option<TokenKind>,
     failed: bool,
+    /// Does `\` escape the next byte in `'...'` / in `"..."`? Both by default;
+    /// `NO_BACKSLASH_ESCAPES` turns both off, `ANSI_QUOTES` makes `"..."` an
+    /// identifier (no escapes).
+    escapes: (bool, bool),
 }
 
 impl<'a> Lexer<'a> {
     pub fn new(sql: &'a str) -> Self {
+        Self::with_escapes(sql, true, true)
+    }
+
+    /// A lexer for a server whose `sql_mode` changes how backslashes are read:
+    /// `single` and `double` say whether `\` escapes in `'...'` and `"..."`.
+    pub fn with_escapes(sql: &'a str, single: bool, double: bool) -> Self {
         Lexer {
             src: sql.as_bytes(),
             pos: 0,
             in_exec: false,
             prev: None,
             failed: false,
+            escapes: (single, double),
         }
     }
 
@@ -261,7 +272,12 @@ impl<'a> Lexer<'a> {
                 TokenKind::ExecClose
             }
             b'\'' | b'"' => {
-                self.quoted(b, true, "unterminated string literal")?;
+                let escapes = if b == b'"' {
+                    self.escapes.1
+                } else {
+                    self.escapes.0
+                };
+                self.quoted(b, escapes, "unterminated string literal")?;
                 TokenKind::String
             }
             b'`' => {
@@ -275,7 +291,7 @@ impl<'a> Lexer<'a> {
             }
             b'n' | b'N' if self.peek(1) == Some(b'\'') => {
                 self.pos += 1;
-                self.quoted(b'\'', true, "unterminated string literal")?;
+                self.quoted(b'\'', self.escapes.0, "unterminated string literal")?;
                 TokenKind::String
             }
             b'@' => {
@@ -287,7 +303,12 @@ impl<'a> Lexer<'a> {
                         self.pos += 1;
                     }
                 } else if let Some(q @ (b'\'' | b'"' | b'`')) = self.peek(0) {
-                    self.quoted(q, q != b'`', "unterminated variable name")?;
+                    let escapes = match q {
+                        b'`' => false,
+                        b'"' => self.escapes.1,
+                        _ => self.escapes.0,
+                    };
+                    self.quoted(q, escapes, "unterminated variable name")?;
                 } else {
                     self.word();
                 }

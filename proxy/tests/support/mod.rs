@@ -111,6 +111,7 @@ pub fn test_config() -> Config {
             target: target.clone(),
             password: inline(OTHER_PASSWORD),
             plugin: "caching_sha2_password".into(),
+            policy: None,
         },
     );
     config.users.insert(
@@ -119,6 +120,7 @@ pub fn test_config() -> Config {
             target,
             password: inline(NATIVE_PASSWORD),
             plugin: "mysql_native_password".into(),
+            policy: None,
         },
     );
     config

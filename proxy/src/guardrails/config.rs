@@ -1,0 +1,399 @@
+//! The guardrail part of `chaperone.toml`: `[policies.*]` (referenced by roles
+//! and users as `policy = "NAME"`) and `[approvals]`.
+//!
+//! Reference and examples: `docs/guardrails.md`; every key appears in
+//! `deploy/chaperone.toml`, which a unit test parses.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::sql::{Features, StatementClass, StatementKind};
+
+/// What happens to a statement: it runs, it is refused, or it waits for approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Allow,
+    Approve,
+    Deny,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Approve => "approve",
+            Action::Deny => "deny",
+        }
+    }
+}
+
+/// What cannot be parsed: refused, or held for a human. Never allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnparsedAction {
+    #[default]
+    Deny,
+    Approve,
+}
+
+/// `[policies.NAME]`: what sessions under this policy may run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Statement classes allowed: `read`, `write`, `ddl`, `admin`,
+    /// `transaction`, `session`, `other`. Others are denied (rule `class`),
+    /// unless an approval rule matches the statement.
+    #[serde(default = "default_classes")]
+    pub classes: Vec<String>,
+    /// Databases statements may touch, `USE` and `COM_INIT_DB` switch to, and a
+    /// session may start in (globs). Default: any.
+    #[serde(default)]
+    pub databases: Option<Vec<String>>,
+    /// Tables (`db.table` globs) statements may touch; default any.
+    #[serde(default)]
+    pub allow_tables: Option<Vec<String>>,
+    /// Tables (`db.table` globs) statements may never touch.
+    #[serde(default)]
+    pub deny_tables: Vec<String>,
+    /// Features denied to every guarded session unless listed here: `file`,
+    /// `handler`, `set_global`, `sql_log_bin`, `kill` (KILL of a connection
+    /// other than the session's own), `shutdown`, `sleep`.
+    #[serde(default)]
+    pub allow_features: Vec<String>,
+    /// Statements the parser cannot read: `deny` (default) or `approve`.
+    #[serde(default)]
+    pub unparsed: UnparsedAction,
+    /// `PREPARE ... FROM`, `EXECUTE`, `EXECUTE IMMEDIATE`, `CALL` (code the
+    /// gateway cannot see): `deny` (default), `approve`, or `allow` (explicit only).
+    #[serde(default = "default_dynamic")]
+    pub dynamic_sql: Action,
+    /// Statements that need approval.
+    #[serde(default)]
+    pub approve: Vec<ApproveRuleConfig>,
+    /// How approvals work for this policy.
+    #[serde(default)]
+    pub approval: PolicyApprovalConfig,
+}
+
+/// `[[policies.NAME.approve]]`: a rule that holds matching statements for
+/// approval. A rule matches when every condition it sets holds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveRuleConfig {
+    /// The rule's name, shown to approvers and recorded.
+    pub name: String,
+    /// Statement kinds (`drop`, `truncate`, `alter`, `create`, `rename`,
+    /// `delete`, `update`, `insert`, `grant`, `revoke`, `user`, `call`, ...) or
+    /// features (`without_where`, `privileges`, `dynamic_sql`, ...): any one.
+    #[serde(default)]
+    pub statements: Vec<String>,
+    /// Statement classes: any one.
+    #[serde(default)]
+    pub classes: Vec<String>,
+    /// Tables touched (`db.table` globs): any one.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// UPDATE and DELETE estimated (by `EXPLAIN` on the session's own
+    /// connection, before forwarding) to touch more rows than this.
+    #[serde(default)]
+    pub max_rows: Option<u64>,
+}
+
+/// Holding a statement: the client waits for the decision. Async: the client
+/// gets an error with the request id at once, and may run the identical
+/// statement once the request is approved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalMode {
+    #[default]
+    Hold,
+    Async,
+}
+
+/// `[policies.NAME.approval]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyApprovalConfig {
+    /// Approvals needed (from different approvers).
+    #[serde(default = "default_required")]
+    pub required: u32,
+    /// Approvers (keys of `[approvals.approvers]`) who may decide; default any.
+    #[serde(default)]
+    pub approvers: Option<Vec<String>>,
+    #[serde(default)]
+    pub mode: ApprovalMode,
+    /// Hold mode: how long the client waits for a decision.
+    #[serde(default = "default_hold_timeout")]
+    pub timeout_secs: u64,
+    /// Require an approved access request before a session may open.
+    #[serde(default)]
+    pub connect: bool,
+    /// How long an approved access request lets the identity connect.
+    #[serde(default = "default_access_window")]
+    pub access_window_secs: u64,
+}
+
+impl Default for PolicyApprovalConfig {
+    fn default() -> Self {
+        PolicyApprovalConfig {
+            required: default_required(),
+            approvers: None,
+            mode: ApprovalMode::Hold,
+            timeout_secs: default_hold_timeout(),
+            connect: false,
+            access_window_secs: default_access_window(),
+        }
+    }
+}
+
+/// `[approvals]`: where requests live, who decides, who is told.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// Where requests and decisions are kept, shared by every replica: a local
+    /// directory, an object store URL with conditional writes (`s3://`,
+    /// `gs://`, `az://`, `memory://`), or `postgres://...`.
+    pub store: String,
+    /// Extra object store options (as for the archive), e.g. `aws_endpoint`.
+    #[serde(default)]
+    pub store_options: BTreeMap<String, String>,
+    /// The page an approver opens for a request; `{id}` is replaced. Shown in
+    /// errors, the API and webhooks. Default: the API's own URL.
+    #[serde(default)]
+    pub request_url: Option<String>,
+    /// How often a waiting session looks for a decision made on another replica.
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+    /// Async mode: how long an approved statement may be run.
+    #[serde(default = "default_claim_ttl")]
+    pub claim_ttl_secs: u64,
+    /// Async mode: how long a request waits for a decision.
+    #[serde(default = "default_pending_ttl")]
+    pub pending_ttl_secs: u64,
+    /// Who may decide, by name, with the bearer token they use on the API.
+    #[serde(default)]
+    pub approvers: BTreeMap<String, ApproverConfig>,
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// `[approvals.approvers.NAME]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproverConfig {
+    /// The approver's API bearer token: from the environment (preferred), a
+    /// file, or inline (tests and demos).
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Identities (token subjects or gateway user names) that are this
+    /// approver: their own requests they cannot approve. The approver's name
+    /// always counts.
+    #[serde(default)]
+    pub identities: Vec<String>,
+}
+
+/// `[[approvals.webhooks]]`: told of every new request and every decision.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// `json` (the request as the API shows it) or `slack` (an incoming-webhook
+    /// message).
+    #[serde(default)]
+    pub format: WebhookFormat,
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    #[default]
+    Json,
+    Slack,
+}
+
+fn default_classes() -> Vec<String> {
+    ["read", "write", "transaction", "session"]
+        .map(String::from)
+        .to_vec()
+}
+fn default_dynamic() -> Action {
+    Action::Deny
+}
+fn default_required() -> u32 {
+    1
+}
+fn default_hold_timeout() -> u64 {
+    300
+}
+fn default_access_window() -> u64 {
+    3600
+}
+fn default_poll_ms() -> u64 {
+    250
+}
+fn default_claim_ttl() -> u64 {
+    3600
+}
+fn default_pending_ttl() -> u64 {
+    86400
+}
+fn default_webhook_timeout() -> u64 {
+    5
+}
+
+/// Features a policy may allow (the others have their own rules).
+pub const ALLOWABLE_FEATURES: Features = Features::FILE
+    .union(Features::HANDLER)
+    .union(Features::SET_GLOBAL)
+    .union(Features::SQL_LOG_BIN)
+    .union(Features::KILL)
+    .union(Features::SHUTDOWN)
+    .union(Features::SLEEP);
+
+/// Checks `[policies.*]`, `[approvals]` and the references to policies.
+pub fn validate(config: &crate::config::Config) -> Result<(), crate::config::ConfigError> {
+    let invalid = |m: String| Err(crate::config::ConfigError::Invalid(m));
+    for (name, p) in &config.policies {
+        for c in &p.classes {
+            if StatementClass::from_name(c).is_none() || c == "unparsed" {
+                return invalid(format!(
+                    "policies.{name}.classes: \"{c}\" is not a statement class; use read, write, ddl, admin, transaction, session or other"
+                ));
+            }
+        }
+        for f in &p.allow_features {
+            match Features::from_name(f) {
+                Some(feature) if ALLOWABLE_FEATURES.contains(feature) => {}
+                _ => {
+                    return invalid(format!(
+                        "policies.{name}.allow_features: \"{f}\" cannot be allowed; use file, handler, set_global, sql_log_bin, kill, shutdown or sleep"
+                    ))
+                }
+            }
+        }
+        for (i, rule) in p.approve.iter().enumerate() {
+            let at = format!("policies.{name}.approve[{i}] ({})", rule.name);
+            if rule.name.is_empty() {
+                return invalid(format!("policies.{name}.approve[{i}]: name is empty"));
+            }
+            if rule.statements.is_empty()
+                && rule.classes.is_empty()
+                && rule.tables.is_empty()
+                && rule.max_rows.is_none()
+            {
+                return invalid(format!(
+                    "{at}: set at least one of statements, classes, tables, max_rows"
+                ));
+            }
+            for s in &rule.statements {
+                if StatementKind::from_name(s).is_none() && Features::from_name(s).is_none() {
+                    return invalid(format!(
+                        "{at}: \"{s}\" is neither a statement kind (drop, truncate, alter, delete, update, grant, ...) nor a feature (without_where, privileges, dynamic_sql, ...)"
+                    ));
+                }
+            }
+            for c in &rule.classes {
+                if StatementClass::from_name(c).is_none() {
+                    return invalid(format!("{at}: \"{c}\" is not a statement class"));
+                }
+            }
+        }
+        let a = &p.approval;
+        if a.required == 0 {
+            return invalid(format!(
+                "policies.{name}.approval.required must be at least 1"
+            ));
+        }
+        if a.timeout_secs == 0 || a.access_window_secs == 0 {
+            return invalid(format!(
+                "policies.{name}.approval: timeout_secs and access_window_secs must be positive"
+            ));
+        }
+        let needs_approvals = a.connect
+            || !p.approve.is_empty()
+            || p.unparsed == UnparsedAction::Approve
+            || p.dynamic_sql == Action::Approve;
+        if needs_approvals {
+            let Some(approvals) = &config.approvals else {
+                return invalid(format!(
+                    "policies.{name} holds statements for approval but there is no [approvals] section (where requests are kept and who decides)"
+                ));
+            };
+            let eligible = match &a.approvers {
+                Some(list) => {
+                    for n in list {
+                        if !approvals.approvers.contains_key(n) {
+                            return invalid(format!(
+                                "policies.{name}.approval.approvers: \"{n}\" is not in [approvals.approvers]"
+                            ));
+                        }
+                    }
+                    list.len()
+                }
+                None => approvals.approvers.len(),
+            };
+            if (eligible as u64) < u64::from(a.required) {
+                return invalid(format!(
+                    "policies.{name}.approval.required = {} but only {eligible} approver(s) may decide",
+                    a.required
+                ));
+            }
+        }
+    }
+    let check_ref = |what: String, policy: &Option<String>| match policy {
+        Some(p) if !config.policies.contains_key(p) => invalid(format!(
+            "{what}.policy = \"{p}\" but there is no [policies.{p}]"
+        )),
+        _ => Ok(()),
+    };
+    for (name, role) in &config.roles {
+        check_ref(format!("roles.{name}"), &role.policy)?;
+    }
+    for (name, user) in &config.users {
+        check_ref(format!("users.{name}"), &user.policy)?;
+    }
+    if let Some(a) = &config.approvals {
+        if a.store.is_empty() {
+            return invalid("approvals.store is empty".into());
+        }
+        if a.poll_interval_ms == 0 || a.claim_ttl_secs == 0 || a.pending_ttl_secs == 0 {
+            return invalid(
+                "approvals: poll_interval_ms, claim_ttl_secs and pending_ttl_secs must be positive"
+                    .into(),
+            );
+        }
+        for (name, approver) in &a.approvers {
+            let set = [
+                approver.token_env.is_some(),
+                approver.token_file.is_some(),
+                approver.token.is_some(),
+            ]
+            .iter()
+            .filter(|b| **b)
+            .count();
+            if set != 1 {
+                return invalid(format!(
+                    "approvals.approvers.{name}: set exactly one of token_env, token_file, token"
+                ));
+            }
+        }
+        for w in &a.webhooks {
+            if !(w.url.starts_with("https://") || w.url.starts_with("http://")) {
+                return invalid(format!(
+                    "approvals.webhooks: \"{}\" is not an http(s) URL",
+                    w.url
+                ));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! Runtime guardrails: what a session may run, decided in the data path
+//! before a command is forwarded.
+//!
+//! - [`config`] — `[policies.*]` (a role or user names one with `policy = "..."`)
+//!   and `[approvals]`;
+//! - [`policy`] — a compiled policy and its verdict (allow, deny, approve) on a
+//!   statement's facts from [`crate::sql`];
+//! - [`enforce`] — the per-session guard the command loop calls;
+//! - [`explain`] — row estimates with `EXPLAIN` on the session's own connection;
+//! - [`approvals`] — requests, decisions, the write-once store shared by all
+//!   replicas, webhooks;
+//! - [`api`] — `GET /v1/approvals`, `POST /v1/approvals/{id}/approve|deny|revoke`;
+//! - [`client`] — the HTTP client behind `chaperone approvals`.
+//!
+//! Sessions whose role or user names no policy are not guarded (the gateway
+//! still records everything). Reference: `docs/guardrails.md`.
+
+pub mod api;
+pub mod approvals;
+pub mod client;
+pub mod config;
+pub mod enforce;
+pub mod explain;
+pub mod policy;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{Config, ConfigError};
+use approvals::Approvals;
+use policy::Policy;
+
+pub use enforce::{GuardError, PreparedGuard, SessionGuard, SqlCommand};
+
+/// The policies and the approval service, shared by every session.
+#[derive(Default)]
+pub struct Guardrails {
+    policies: HashMap<String, Arc<Policy>>,
+    approvals: Option<Arc<Approvals>>,
+}
+
+impl Guardrails {
+    /// Compiles `[policies.*]` and opens the `[approvals]` store.
+    pub async fn from_config(config: &Config) -> Result<Self, ConfigError> {
+        let policies = config
+            .policies
+            .iter()
+            .map(|(name, p)| (name.clone(), Arc::new(Policy::from_config(name, p))))
+            .collect();
+        let approvals = match &config.approvals {
+            Some(a) => Some(Arc::new(Approvals::open(a).await?)),
+            None => None,
+        };
+        Ok(Guardrails {
+            policies,
+            approvals,
+        })
+    }
+
+    pub fn policy(&self, name: Option<&str>) -> Option<Arc<Policy>> {
+        name.and_then(|n| self.policies.get(n)).cloned()
+    }
+
+    pub fn approvals(&self) -> Option<&Arc<Approvals>> {
+        self.approvals.as_ref()
+    }
+}

@@ -1,0 +1,541 @@
+//! Re-executing a recorded session on another database (staging, a restored
+//! copy) and comparing each response with the record: result hash (computed by
+//! the gateway's own [`Exchange`]), rows affected, error code, warnings.
+//!
+//! The recorded request payloads are sent as they were (COM_QUERY,
+//! COM_INIT_DB, COM_STMT_PREPARE / EXECUTE / CLOSE / RESET / FETCH, ...), with
+//! prepared-statement ids mapped to the ones the new server hands out and the
+//! session's recorded default database mapped to the DSN's.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chaperone_proxy::config::{SecretSource, TargetConfig};
+use chaperone_proxy::protocol::command::*;
+use chaperone_proxy::protocol::exchange::{Exchange, ResponseFacts, Step};
+use chaperone_proxy::protocol::{CapabilityFlags, Packet};
+use chaperone_proxy::upstream::{Target, Upstream, UpstreamRequest};
+use futures::{SinkExt, StreamExt};
+use serde::Serialize;
+
+use crate::archive::{ArchiveError, SessionSource};
+use crate::model::Statement;
+
+/// A database to replay against, from `mysql://user:pass@host:port/db`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dsn {
+    pub user: String,
+    pub password: String,
+    pub address: String,
+    pub database: Option<String>,
+}
+
+impl Dsn {
+    pub fn parse(s: &str) -> Result<Dsn, AgainstError> {
+        let bad = |m: &str| {
+            AgainstError::Dsn(format!(
+                "{m} (expected mysql://user:password@host:port/database)"
+            ))
+        };
+        let url = url::Url::parse(s).map_err(|e| bad(&e.to_string()))?;
+        if url.scheme() != "mysql" && url.scheme() != "mariadb" {
+            return Err(bad("the scheme must be mysql://"));
+        }
+        let host = url.host_str().ok_or_else(|| bad("no host"))?;
+        let decode = |v: &str| {
+            url::form_urlencoded::parse(format!("x={v}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        let db = url.path().trim_matches('/');
+        Ok(Dsn {
+            user: decode(url.username()),
+            password: url.password().map(decode).unwrap_or_default(),
+            address: format!("{host}:{}", url.port().unwrap_or(3306)),
+            database: (!db.is_empty()).then(|| db.to_string()),
+        })
+    }
+
+    /// The gateway's upstream target for this DSN (same login code as the gateway).
+    pub fn target(&self) -> Result<Target, AgainstError> {
+        let config = TargetConfig {
+            address: self.address.clone(),
+            user: self.user.clone(),
+            password: SecretSource {
+                password: Some(self.password.clone()),
+                ..Default::default()
+            },
+            allow_local_infile: false,
+            tls: Default::default(),
+            users: BTreeMap::new(),
+        };
+        Target::from_config("replay", &config).map_err(|e| AgainstError::Dsn(e.to_string()))
+    }
+}
+
+/// Is `address` the same server as `other` (host names resolved)?
+pub fn same_server(address: &str, other: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    let resolve = |a: &str| -> Vec<std::net::SocketAddr> {
+        a.to_socket_addrs().map(|i| i.collect()).unwrap_or_default()
+    };
+    if address == other {
+        return true;
+    }
+    let (a, b) = (resolve(address), resolve(other));
+    a.iter().any(|x| b.contains(x))
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AgainstOptions {
+    /// Skip statements whose class is not `read` (and non-read commands).
+    pub read_only: bool,
+    /// Wrap the replay in START TRANSACTION ... ROLLBACK.
+    pub rollback: bool,
+    pub connect_timeout: Option<Duration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgainstError {
+    #[error("bad DSN: {0}")]
+    Dsn(String),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error("cannot log in to {address}: {detail}")]
+    Connect { address: String, detail: String },
+    #[error("--rollback cannot undo this session: statement #{index} ({label}) is {class}, which commits implicitly; use --read-only, or a throw-away copy without --rollback")]
+    RollbackImpossible {
+        index: i64,
+        label: String,
+        class: String,
+    },
+}
+
+/// The outcome of one statement.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub command_index: i64,
+    pub label: String,
+    /// Skipped (and why), or executed.
+    pub skipped: Option<String>,
+    /// What differs from the record (empty: identical).
+    pub differences: Vec<String>,
+}
+
+/// The divergence report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub session_id: String,
+    pub target: String,
+    pub outcomes: Vec<Outcome>,
+    pub executed: usize,
+    pub skipped: usize,
+    pub diverged: usize,
+    /// Why the replay stopped early (connection lost, Ctrl-C), if it did.
+    pub stopped: Option<String>,
+    pub rolled_back: bool,
+    pub elapsed_ms: f64,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.diverged == 0 && self.stopped.is_none()
+    }
+
+    pub fn first_divergence(&self) -> Option<&Outcome> {
+        self.outcomes.iter().find(|o| !o.differences.is_empty())
+    }
+
+    pub fn render(&self, colour: bool) -> String {
+        let paint = |code: &str, s: String| {
+            if colour {
+                format!("\x1b[{code}m{s}\x1b[0m")
+            } else {
+                s
+            }
+        };
+        let mut out = format!("replay of {} against {}\n", self.session_id, self.target);
+        let first = self.first_divergence().map(|o| o.command_index);
+        for o in &self.outcomes {
+            if let Some(why) = &o.skipped {
+                out += &format!(
+                    "   #{:<4} skipped ({why}): {}\n",
+                    o.command_index,
+                    crate::story::truncate(&o.label, 80)
+                );
+            } else if !o.differences.is_empty() {
+                let head = if first == Some(o.command_index) {
+                    paint(
+                        "1;31",
+                        format!(
+                            ">> #{:<4} FIRST DIVERGENCE: {}",
+                            o.command_index,
+                            crate::story::truncate(&o.label, 80)
+                        ),
+                    )
+                } else {
+                    paint(
+                        "31",
+                        format!(
+                            "!! #{:<4} diverged: {}",
+                            o.command_index,
+                            crate::story::truncate(&o.label, 80)
+                        ),
+                    )
+                };
+                out += &head;
+                out.push('\n');
+                for d in &o.differences {
+                    out += &format!("         {d}\n");
+                }
+            }
+        }
+        if let Some(s) = &self.stopped {
+            out += &paint("31", format!("stopped early: {s}"));
+            out.push('\n');
+        }
+        if self.rolled_back {
+            out += "rolled back\n";
+        }
+        let secs = self.elapsed_ms / 1000.0;
+        out +=
+            &format!(
+            "{} executed, {} identical, {} diverged, {} skipped in {:.2}s ({:.0} statements/s)\n",
+            self.executed,
+            self.executed - self.diverged,
+            self.diverged,
+            self.skipped,
+            secs,
+            if secs > 0.0 { self.executed as f64 / secs } else { 0.0 }
+        );
+        out
+    }
+}
+
+const CLIENT_CAPS: CapabilityFlags = CapabilityFlags::CLIENT_LONG_PASSWORD
+    .union(CapabilityFlags::CLIENT_LONG_FLAG)
+    .union(CapabilityFlags::CLIENT_PROTOCOL_41)
+    .union(CapabilityFlags::CLIENT_TRANSACTIONS)
+    .union(CapabilityFlags::CLIENT_SECURE_CONNECTION)
+    .union(CapabilityFlags::CLIENT_MULTI_STATEMENTS)
+    .union(CapabilityFlags::CLIENT_MULTI_RESULTS)
+    .union(CapabilityFlags::CLIENT_PS_MULTI_RESULTS)
+    .union(CapabilityFlags::CLIENT_PLUGIN_AUTH)
+    .union(CapabilityFlags::CLIENT_DEPRECATE_EOF);
+
+/// utf8mb4_general_ci.
+const COLLATION: u8 = 45;
+
+async fn connect(dsn: &Dsn, options: &AgainstOptions) -> Result<Upstream, AgainstError> {
+    let target = dsn.target()?;
+    let attrs = BTreeMap::from([("program_name".to_string(), "chaperone-replay".to_string())]);
+    let req = UpstreamRequest {
+        capabilities: CLIENT_CAPS,
+        collation: COLLATION,
+        max_packet_size: 1 << 30,
+        database: dsn.database.as_deref(),
+        connect_attrs: &attrs,
+        timeout: options.connect_timeout.unwrap_or(Duration::from_secs(10)),
+        max_packet: 1 << 30,
+    };
+    target
+        .connect(&req)
+        .await
+        .map_err(|e| AgainstError::Connect {
+            address: dsn.address.clone(),
+            detail: e.to_string(),
+        })
+}
+
+/// Sends one request and reads its whole response.
+async fn exchange(up: &mut Upstream, payload: &[u8]) -> Result<ResponseFacts, String> {
+    let command = payload.first().copied().unwrap_or(COM_QUERY);
+    let deprecate_eof = up
+        .capabilities
+        .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
+    up.conn
+        .send(Packet::new(0, Bytes::copy_from_slice(payload)))
+        .await
+        .map_err(|e| format!("sending: {e}"))?;
+    let mut ex = Exchange::new(command, deprecate_eof);
+    while !ex.is_done() {
+        let p = match up.conn.next().await {
+            Some(Ok(p)) => p,
+            Some(Err(e)) => return Err(format!("reading the response: {e}")),
+            None => return Err("the database closed the connection".into()),
+        };
+        let step = ex.on_packet(&p.payload).map_err(|e| e.to_string())?;
+        ex.delivered(&p.payload);
+        if step == Step::LocalInfile {
+            // The replay has no local files: send the empty packet that ends the upload.
+            up.conn
+                .send(Packet::new(p.seq.wrapping_add(1), Bytes::new()))
+                .await
+                .map_err(|e| format!("sending: {e}"))?;
+            ex.resume_after_local_infile();
+        }
+    }
+    Ok(ex.into_facts())
+}
+
+async fn simple(up: &mut Upstream, sql: &str) -> Result<ResponseFacts, String> {
+    let mut p = vec![COM_QUERY];
+    p.extend_from_slice(sql.as_bytes());
+    let f = exchange(up, &p).await?;
+    match &f.error {
+        Some(e) => Err(format!("{sql}: {} {}", e.code, e.message)),
+        None => Ok(f),
+    }
+}
+
+fn compare(st: &Statement, f: &ResponseFacts) -> Vec<String> {
+    let mut d = Vec::new();
+    let err = f.error.as_ref().map(|e| e.code as i32).filter(|c| *c != 0);
+    let rec_err = st.error_code.filter(|c| *c != 0);
+    if err != rec_err {
+        d.push(format!(
+            "error: recorded {} -> now {}",
+            rec_err
+                .map(|c| format!("{c} {}", st.error_message.as_deref().unwrap_or("")))
+                .unwrap_or_else(|| "none".into()),
+            f.error
+                .as_ref()
+                .map(|e| format!("{} {}", e.code, e.message))
+                .unwrap_or_else(|| "none".into())
+        ));
+    }
+    if st.masked_columns.is_empty() {
+        if f.result_hash != st.result_hash {
+            d.push(format!(
+                "result hash: recorded {} -> now {} ({} rows recorded, {} now)",
+                st.result_hash.as_deref().unwrap_or("none"),
+                f.result_hash.as_deref().unwrap_or("none"),
+                st.rows_returned,
+                f.rows
+            ));
+        }
+    } else if f.rows as i64 != st.rows_returned {
+        // The record hashes the masked result: compare what can be compared.
+        d.push(format!(
+            "rows: recorded {} -> now {}",
+            st.rows_returned, f.rows
+        ));
+    }
+    if f.affected_rows as i64 != st.rows_affected {
+        d.push(format!(
+            "rows affected: recorded {} -> now {}",
+            st.rows_affected, f.affected_rows
+        ));
+    }
+    if f.warnings as i32 != st.warnings {
+        d.push(format!(
+            "warnings: recorded {} -> now {}",
+            st.warnings, f.warnings
+        ));
+    }
+    d
+}
+
+/// Why a statement is not replayed, if it is not.
+fn skip_reason(st: &Statement, command: u8, options: &AgainstOptions) -> Option<String> {
+    match command {
+        COM_QUIT => return Some("quit".into()),
+        COM_CHANGE_USER => return Some("change user is not replayed".into()),
+        COM_PROCESS_KILL => return Some("KILL is not replayed".into()),
+        _ => {}
+    }
+    if st.is_refused() {
+        return Some("the gateway refused it when recorded".into());
+    }
+    if options.read_only {
+        let harmless = matches!(
+            command,
+            COM_INIT_DB
+                | COM_PING
+                | COM_STMT_PREPARE
+                | COM_STMT_CLOSE
+                | COM_STMT_RESET
+                | COM_STATISTICS
+        );
+        let class = st.statement_class.as_deref().unwrap_or("");
+        if !harmless && class != "read" {
+            return Some(format!(
+                "--read-only, class {}",
+                if class.is_empty() { "unknown" } else { class }
+            ));
+        }
+    }
+    None
+}
+
+fn remap_id(payload: &mut [u8], ids: &HashMap<u32, u32>) -> Result<(), String> {
+    if payload.len() < 5 {
+        return Err("request too short for a statement id".into());
+    }
+    let old = u32::from_le_bytes([payload[1], payload[2], payload[3], payload[4]]);
+    let new = ids
+        .get(&old)
+        .ok_or_else(|| format!("statement id {old} was not prepared in this replay"))?;
+    payload[1..5].copy_from_slice(&new.to_le_bytes());
+    Ok(())
+}
+
+/// Replays a session on `dsn`. `cancel` resolves when the user asks to stop (Ctrl-C).
+pub async fn replay_against<S: SessionSource>(
+    source: &S,
+    session_id: &str,
+    dsn: &Dsn,
+    options: &AgainstOptions,
+    cancel: impl std::future::Future<Output = ()>,
+) -> Result<Report, AgainstError> {
+    let statements = source.statements(session_id).await?;
+    if options.rollback {
+        if let Some(st) = statements.iter().find(|s| {
+            matches!(
+                s.statement_class.as_deref(),
+                Some("ddl") | Some("transaction")
+            ) && !(options.read_only)
+                && !s.is_refused()
+        }) {
+            return Err(AgainstError::RollbackImpossible {
+                index: st.command_index,
+                label: st.label(),
+                class: st.statement_class.clone().unwrap_or_default(),
+            });
+        }
+    }
+    let requests = source.requests(session_id).await?;
+    let mut by_index: HashMap<i64, Vec<Vec<u8>>> = HashMap::new();
+    for f in requests {
+        by_index.entry(f.command_index).or_default().push(f.payload);
+    }
+    let recorded_db = statements.first().and_then(|s| s.database.clone());
+    let mut up = connect(dsn, options).await?;
+    let started = Instant::now();
+    let mut report = Report {
+        session_id: session_id.to_string(),
+        target: format!("{}/{}", dsn.address, dsn.database.as_deref().unwrap_or("")),
+        ..Default::default()
+    };
+    if options.rollback {
+        simple(&mut up, "START TRANSACTION")
+            .await
+            .map_err(|detail| AgainstError::Connect {
+                address: dsn.address.clone(),
+                detail,
+            })?;
+    }
+    let mut ids: HashMap<u32, u32> = HashMap::new();
+    tokio::pin!(cancel);
+    for st in &statements {
+        let Some(payload) = by_index.get(&st.command_index).and_then(|p| p.first()) else {
+            report.outcomes.push(Outcome {
+                command_index: st.command_index,
+                label: st.label(),
+                skipped: Some("no recorded request frame".into()),
+                differences: vec![],
+            });
+            report.skipped += 1;
+            continue;
+        };
+        let mut payload = payload.clone();
+        let command = payload.first().copied().unwrap_or(0);
+        if let Some(why) = skip_reason(st, command, options) {
+            report.skipped += 1;
+            report.outcomes.push(Outcome {
+                command_index: st.command_index,
+                label: st.label(),
+                skipped: Some(why),
+                differences: vec![],
+            });
+            continue;
+        }
+        if matches!(
+            command,
+            COM_STMT_EXECUTE
+                | COM_STMT_CLOSE
+                | COM_STMT_RESET
+                | COM_STMT_FETCH
+                | COM_STMT_SEND_LONG_DATA
+        ) {
+            if let Err(e) = remap_id(&mut payload, &ids) {
+                report.stopped = Some(format!("#{}: {e}", st.command_index));
+                break;
+            }
+        }
+        if command == COM_INIT_DB {
+            if let (Some(rec), Some(new)) = (&recorded_db, &dsn.database) {
+                if payload[1..] == *rec.as_bytes() {
+                    payload = [&[COM_INIT_DB][..], new.as_bytes()].concat();
+                }
+            }
+        }
+        let facts = tokio::select! {
+            biased;
+            _ = &mut cancel => {
+                report.stopped = Some(format!("interrupted before #{}", st.command_index));
+                break;
+            }
+            f = exchange(&mut up, &payload) => f,
+        };
+        let facts = match facts {
+            Ok(f) => f,
+            Err(e) => {
+                report.stopped = Some(format!("#{} ({}): {e}", st.command_index, st.label()));
+                break;
+            }
+        };
+        report.executed += 1;
+        if command == COM_STMT_PREPARE {
+            if let (Some(old), Some((new, _, _))) = (st.statement_id, facts.prepared) {
+                ids.insert(old as u32, new);
+            }
+        }
+        let differences = if command == COM_STMT_CLOSE || command == COM_STMT_SEND_LONG_DATA {
+            vec![]
+        } else {
+            compare(st, &facts)
+        };
+        if !differences.is_empty() {
+            report.diverged += 1;
+        }
+        report.outcomes.push(Outcome {
+            command_index: st.command_index,
+            label: st.label(),
+            skipped: None,
+            differences,
+        });
+    }
+    if options.rollback {
+        // Best effort on a broken connection: the server rolls back on disconnect anyway.
+        report.rolled_back = simple(&mut up, "ROLLBACK").await.is_ok();
+    }
+    let _ = up
+        .conn
+        .send(Packet::new(0, Bytes::from_static(&[COM_QUIT])))
+        .await;
+    report.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_dsns() {
+        let d = Dsn::parse("mysql://app:p%40ss@127.0.0.1:3307/shop").unwrap();
+        assert_eq!(d.user, "app");
+        assert_eq!(d.password, "p@ss");
+        assert_eq!(d.address, "127.0.0.1:3307");
+        assert_eq!(d.database.as_deref(), Some("shop"));
+        let d = Dsn::parse("mysql://root@localhost").unwrap();
+        assert_eq!(d.address, "localhost:3306");
+        assert_eq!(d.database, None);
+        assert!(Dsn::parse("postgres://x@y/z").is_err());
+        assert!(same_server("localhost:3306", "127.0.0.1:3306"));
+        assert!(!same_server("127.0.0.1:3306", "127.0.0.1:3307"));
+    }
+}
