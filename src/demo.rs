@@ -89,6 +89,10 @@ max_session_secs = 3600
 [roles.migration-agent.targets.shop]
 databases = ["{DEMO_DATABASE}"]
 
+[ui]
+listen = "127.0.0.1:8080"
+demo_mode = true
+
 [archive]
 store = "{dir}/archive"
 spool_dir = "{dir}/spool"
@@ -232,9 +236,10 @@ Both agent sessions are recorded, with the agent's identity, in {archive}
 (zstd Parquet segments with signed manifests).
 
 Next:
+  open http://127.0.0.1:8080/   (sessions, replay, table history, diff, SQL)
   {exe} verify --store {archive}
   {exe} sessions --archive {archive}
-  {exe} query --archive {archive} "SELECT subject, sql, rows_returned, error_code FROM statements ORDER BY time"
+  {exe} query --archive {archive} "SELECT subject, sql, rows_returned, error_code FROM statements ORDER BY started_at"
   {exe} replay <SESSION> --archive {archive} (--plain for text)
   {exe} diff <SESSION_A> <SESSION_B> --archive {archive}
 

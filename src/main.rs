@@ -7,6 +7,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+mod replay;
+use replay::{DiffArgs, ReplayArgs};
+
 mod demo;
 
 #[derive(Parser)]
@@ -74,6 +77,40 @@ enum Command {
         /// Stop after the scripted session instead of serving until Ctrl-C.
         #[arg(long)]
         no_wait: bool,
+    },
+    /// Play a recorded session back: an interactive terminal player, `--plain`
+    /// text or `--json` lines; with `--against DSN`, re-execute it on another
+    /// database and report where it diverges from the record (exit 1 if it does).
+    Replay(ReplayArgs),
+    /// Compare two recorded sessions statement by statement (exit 1 if they differ).
+    Diff(DiffArgs),
+    /// Run SQL over the archive (tables `sessions`, `statements`, `frames`; views
+    /// `session_list`, `statement_log`, `table_access`), straight from the store.
+    Query {
+        /// The query, e.g. "SELECT subject, count(*) FROM statements GROUP BY 1".
+        sql: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
+        #[command(flatten)]
+        archive: ArchiveArgs,
+    },
+    /// List recorded sessions, newest first, straight from the archive.
+    Sessions {
+        /// Only this agent's sessions (its subject or display name).
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only sessions that read or wrote this table (`db.table`, or a bare name).
+        #[arg(long)]
+        table: Option<String>,
+        /// Only sessions started since: 24h, 7d, 2024-03-05, or an RFC 3339 time.
+        #[arg(long, default_value = "24h")]
+        since: String,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
+        #[command(flatten)]
+        archive: ArchiveArgs,
     },
     /// Write a self-signed TLS certificate and key for development.
     DevCert {
@@ -200,6 +237,36 @@ fn main() -> anyhow::Result<()> {
                     keep_running: !no_wait,
                 }))
         }
+        Command::Replay(args) => replay::replay(args),
+        Command::Diff(args) => replay::diff(args),
+        Command::Query {
+            sql,
+            format,
+            archive,
+        } => query_archive(&archive, |_| Ok(sql), format),
+        Command::Sessions {
+            agent,
+            table,
+            since,
+            limit,
+            format,
+            archive,
+        } => query_archive(
+            &archive,
+            |now_ns| {
+                let since_ns = chaperone_recorder::since::parse_since(&since, now_ns)
+                    .map_err(anyhow::Error::msg)?;
+                Ok(chaperone_recorder::catalog::sessions_sql(
+                    &chaperone_recorder::catalog::SessionFilter {
+                        agent,
+                        table,
+                        since_ns: Some(since_ns),
+                        limit,
+                    },
+                ))
+            },
+            format,
+        ),
         Command::DevCert { out } => {
             let (cert, key) = chaperone_proxy::tls::generate_self_signed()?;
             std::fs::create_dir_all(&out)?;
@@ -295,6 +362,21 @@ pub(crate) async fn start_gateway(
         api_shutdown.cancelled().await
     })
     .await?;
+    if let Some(section) = &gateway.shared().config.ui {
+        let ui = chaperone_query_ui::UiConfig::from_toml(section)?;
+        let archive = gateway
+            .shared()
+            .config
+            .archive
+            .clone()
+            .context("[ui] needs an [archive] section: the audit service reads the archive")?;
+        let archive = chaperone_recorder::ArchiveConfig::from_toml(&archive)?;
+        let state = chaperone_query_ui::open(ui, &archive.store, &archive.store_options).await?;
+        let ui_shutdown = shutdown.clone();
+        let (local, _task) =
+            chaperone_query_ui::serve(state, async move { ui_shutdown.cancelled().await }).await?;
+        tracing::info!(%local, "audit service (API and web UI) listening");
+    }
     let addr = gateway.local_addr();
     let task = tokio::spawn(gateway.run(shutdown));
     Ok(RunningGateway {
@@ -302,6 +384,83 @@ pub(crate) async fn start_gateway(
         recorder,
         task,
     })
+}
+
+/// Where the archive to read is: `--archive`, else the `[archive]` store of the
+/// gateway config.
+#[derive(clap::Args)]
+struct ArchiveArgs {
+    /// The archive: a directory or a URL (s3://bucket/prefix, gs://, az://).
+    #[arg(long, env = "CHAPERONE_ARCHIVE")]
+    archive: Option<String>,
+    /// The gateway config whose `[archive]` store to read, without --archive.
+    #[arg(
+        long,
+        short,
+        default_value = "chaperone.toml",
+        env = "CHAPERONE_CONFIG"
+    )]
+    config: PathBuf,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OutputFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+/// Opens the archive's store: `location` if given, else the config's `[archive]`.
+fn archive_store(
+    location: Option<String>,
+    config: &std::path::Path,
+    flag: &str,
+) -> anyhow::Result<chaperone_recorder::Store> {
+    Ok(match location {
+        Some(location) => chaperone_recorder::Store::open(&location, &Default::default())?,
+        None => {
+            let gateway_config = chaperone_proxy::Config::load(config)
+                .with_context(|| format!("loading {} (or pass {flag})", config.display()))?;
+            let section = gateway_config.archive.as_ref().with_context(|| {
+                format!(
+                    "{} has no [archive] section (or pass {flag})",
+                    config.display()
+                )
+            })?;
+            let archive = chaperone_recorder::ArchiveConfig::from_toml(section)?;
+            chaperone_recorder::Store::open(&archive.store, &archive.store_options)?
+        }
+    })
+}
+
+/// Runs one query over the archive and prints the result.
+fn query_archive(
+    args: &ArchiveArgs,
+    sql: impl FnOnce(i64) -> anyhow::Result<String>,
+    format: OutputFormat,
+) -> anyhow::Result<()> {
+    use chaperone_recorder::catalog::{render, Catalog, CatalogOptions, Format};
+    init_logging(false);
+    let store = archive_store(args.archive.clone(), &args.config, "--archive")?;
+    let sql = sql(chaperone_schemas::event::now_ns())?;
+    let batches = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let catalog = Catalog::open(store, CatalogOptions::default()).await?;
+            catalog.query(&sql).await
+        })?;
+    let format = match format {
+        OutputFormat::Table => Format::Table,
+        OutputFormat::Csv => Format::Csv,
+        OutputFormat::Json => Format::Json,
+    };
+    let text = render(&batches, format)?;
+    print!("{text}");
+    if format == Format::Table && !text.is_empty() {
+        println!();
+    }
+    Ok(())
 }
 
 fn verify(
@@ -313,21 +472,7 @@ fn verify(
 ) -> anyhow::Result<()> {
     use chaperone_recorder::verify::{verify, VerifyOptions};
     init_logging(false);
-    let store = match store {
-        Some(location) => chaperone_recorder::Store::open(&location, &Default::default())?,
-        None => {
-            let gateway_config = chaperone_proxy::Config::load(&config)
-                .with_context(|| format!("loading {} (or pass --store)", config.display()))?;
-            let section = gateway_config.archive.as_ref().with_context(|| {
-                format!(
-                    "{} has no [archive] section (or pass --store)",
-                    config.display()
-                )
-            })?;
-            let archive = chaperone_recorder::ArchiveConfig::from_toml(section)?;
-            chaperone_recorder::Store::open(&archive.store, &archive.store_options)?
-        }
-    };
+    let store = archive_store(store, &config, "--store")?;
     let options = VerifyOptions {
         since_ns: since
             .map(|s| chaperone_recorder::since::parse_since(&s, chaperone_schemas::event::now_ns()))

@@ -64,6 +64,10 @@ pub struct Config {
     /// the gateway does not depend on the recorder. Absent: nothing is recorded.
     #[serde(default)]
     pub archive: Option<toml::Table>,
+    /// `[ui]`: the audit service (API and web UI) over the archive, in the same
+    /// process. Kept as a table here; `chaperone_query_ui::UiConfig` types it.
+    #[serde(default)]
+    pub ui: Option<toml::Table>,
     /// `[masking]`: what each role may not see (docs/masking.md).
     #[serde(default)]
     pub masking: crate::masking::MaskingConfig,

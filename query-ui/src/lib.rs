@@ -1,1 +1,112 @@
-//! The Chaperone audit service: HTTP API and web UI over the archive.
+//! The Chaperone audit service: an HTTP API and a web UI over the archive.
+//!
+//! Auditors ask "who touched `billing.invoices` last week?", open an agent's
+//! session and step through it, compare two runs, and run read-only SQL. All of
+//! it goes through the archive's DataFusion catalog (`chaperone_recorder::catalog`)
+//! and the replayer's session loading and diff engine: one implementation each.
+//!
+//! - [`api`]: the JSON API (documented in `query-ui/openapi.yaml`);
+//! - [`pages`]: the server-rendered web UI (no front-end build chain);
+//! - [`access`]: who may call it, and the access log (who looked at the audit
+//!   trail is audit data too).
+
+pub mod access;
+pub mod api;
+pub mod config;
+pub mod html;
+pub mod pages;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chaperone_recorder::catalog::{Catalog, CatalogOptions};
+
+pub use config::UiConfig;
+
+/// Errors while starting the service.
+#[derive(Debug, thiserror::Error)]
+pub enum UiError {
+    #[error("[ui]: {0}")]
+    Config(String),
+    #[error("opening the archive: {0}")]
+    Catalog(#[from] chaperone_recorder::catalog::CatalogError),
+    #[error("opening the archive for sessions: {0}")]
+    Archive(#[from] chaperone_replayer::archive::ArchiveError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What every request handler shares.
+pub struct AppState {
+    pub config: UiConfig,
+    pub catalog: Catalog,
+    pub sessions: chaperone_replayer::archive::Archive,
+}
+
+/// Opens the archive at `location` and builds the service's state.
+pub async fn open(
+    config: UiConfig,
+    location: &str,
+    store_options: &std::collections::BTreeMap<String, String>,
+) -> Result<Arc<AppState>, UiError> {
+    let catalog = Catalog::open_location(
+        location,
+        store_options,
+        CatalogOptions {
+            list_cache_ttl: std::time::Duration::from_secs(2),
+            target_partitions: None,
+        },
+    )
+    .await?;
+    let sessions = chaperone_replayer::archive::Archive::open(location).await?;
+    Ok(Arc::new(AppState {
+        config,
+        catalog,
+        sessions,
+    }))
+}
+
+/// The whole service: API, pages, health, behind the access layer.
+pub fn router(state: Arc<AppState>) -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new()
+        .merge(api::routes())
+        .merge(pages::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::guard,
+        ))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|| async { "ready\n" }))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves. Returns the bound address.
+pub async fn serve(
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), UiError> {
+    let addr = state.config.listen;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| UiError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| UiError::Bind { addr, source })?;
+    let app = router(state);
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        {
+            tracing::error!(error = %e, "audit service failed");
+        }
+    });
+    Ok((local, task))
+}

@@ -153,7 +153,7 @@ async fn revoke(
             return unauthorized();
         }
     };
-    let identity = super::identity_of(&verified, "");
+    let identity = super::identity_of(&verified, None);
     match state.jit.revoke(&identity, &user) {
         Ok(()) => {
             info!(%user, identity = %identity.subject, "just-in-time credentials revoked");

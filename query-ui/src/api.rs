@@ -1,0 +1,357 @@
+//! The JSON API. Every route is listed in `query-ui/openapi.yaml`; a test checks
+//! the server against it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::record_batch::RecordBatch;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Json;
+use chaperone_recorder::catalog::{quote, sessions_sql, SessionFilter};
+use chaperone_replayer::archive::SessionSource;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::AppState;
+
+pub fn routes() -> axum::Router<Arc<AppState>> {
+    axum::Router::new()
+        .route("/api/sql", post(sql))
+        .route("/api/sessions", get(sessions))
+        .route("/api/sessions/{id}", get(session))
+        .route("/api/sessions/{id}/frames", get(frames))
+        .route("/api/tables/{table}/history", get(table_history))
+        .route("/api/diff", get(diff))
+}
+
+/// An API error: a status and a message that says what to do.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn bad_request(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+/// Runs an archive query with the service's time and row limits. Returns the
+/// rows as JSON objects and whether the row limit cut the result.
+pub async fn run_query(state: &AppState, sql: &str) -> Result<(Vec<Value>, bool), ApiError> {
+    let (batches, truncated) = collect_limited(state, sql).await?;
+    Ok((batches_to_json(&batches)?, truncated))
+}
+
+async fn collect_limited(
+    state: &AppState,
+    sql: &str,
+) -> Result<(Vec<RecordBatch>, bool), ApiError> {
+    let max = state.config.max_rows;
+    let timeout = Duration::from_secs(state.config.query_timeout_secs);
+    let work = async {
+        let df = state
+            .catalog
+            .sql(sql)
+            .await
+            .map_err(|e| bad_request(format!("{e}")))?;
+        let df = df
+            .limit(0, Some(max + 1))
+            .map_err(|e| bad_request(e.to_string()))?;
+        df.collect().await.map_err(|e| bad_request(e.to_string()))
+    };
+    let mut batches = tokio::time::timeout(timeout, work).await.map_err(|_| {
+        ApiError(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the query ran longer than {}s (query_timeout_secs): narrow it, e.g. with a date = '...' filter",
+                timeout.as_secs()
+            ),
+        )
+    })??;
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let truncated = rows > max;
+    if truncated {
+        // Drop the extra row.
+        let mut keep = max;
+        for b in batches.iter_mut() {
+            let n = b.num_rows().min(keep);
+            *b = b.slice(0, n);
+            keep -= n;
+        }
+    }
+    Ok((batches, truncated))
+}
+
+fn batches_to_json(batches: &[RecordBatch]) -> Result<Vec<Value>, ApiError> {
+    let mut out = Vec::new();
+    {
+        let mut writer = arrow::json::ArrayWriter::new(&mut out);
+        for b in batches {
+            writer
+                .write(b)
+                .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        }
+        writer
+            .finish()
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    }
+    if out.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(&out)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+#[derive(Deserialize)]
+struct SqlRequest {
+    sql: String,
+    /// `json` (default) or `csv`.
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// `POST /api/sql`: read-only SQL over `sessions`, `statements`, `frames` and
+/// the views. DDL, DML and statements are refused by the catalog.
+async fn sql(
+    State(state): State<Arc<AppState>>,
+    Json(req): Json<SqlRequest>,
+) -> Result<Response, ApiError> {
+    if req.sql.len() > 100_000 {
+        return Err(bad_request("the query is longer than 100,000 characters"));
+    }
+    match req.format.as_deref().unwrap_or("json") {
+        "json" => {
+            let (rows, truncated) = run_query(&state, &req.sql).await?;
+            Ok(Json(json!({ "rows": rows, "truncated": truncated })).into_response())
+        }
+        "csv" => {
+            let (batches, truncated) = collect_limited(&state, &req.sql).await?;
+            let text = chaperone_recorder::catalog::render(
+                &batches,
+                chaperone_recorder::catalog::Format::Csv,
+            )
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            Ok((
+                [
+                    (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                    (
+                        header::HeaderName::from_static("x-chaperone-truncated"),
+                        if truncated { "true" } else { "false" },
+                    ),
+                ],
+                text,
+            )
+                .into_response())
+        }
+        other => Err(bad_request(format!("format {other:?}: use json or csv"))),
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct SessionQuery {
+    pub agent: Option<String>,
+    pub table: Option<String>,
+    /// `24h`, `7d`, a date or an RFC 3339 time.
+    pub since: Option<String>,
+    pub limit: Option<usize>,
+}
+
+impl SessionQuery {
+    pub fn filter(&self) -> Result<SessionFilter, ApiError> {
+        let since_ns = match self.since.as_deref().filter(|s| !s.is_empty()) {
+            Some(s) => Some(
+                chaperone_recorder::since::parse_since(s, chaperone_schemas::event::now_ns())
+                    .map_err(|e| bad_request(format!("since: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(SessionFilter {
+            agent: self.agent.clone().filter(|s| !s.is_empty()),
+            table: self.table.clone().filter(|s| !s.is_empty()),
+            since_ns,
+            limit: self.limit.unwrap_or(100).min(1000),
+        })
+    }
+}
+
+/// `GET /api/sessions`: search by agent, table and time.
+async fn sessions(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<SessionQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let (rows, truncated) = run_query(&state, &sessions_sql(&q.filter()?)).await?;
+    Ok(Json(json!({ "sessions": rows, "truncated": truncated })))
+}
+
+#[derive(Deserialize)]
+struct Page {
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+/// The columns of a statement shown by the API and the UI.
+pub const STATEMENT_COLUMNS: &str = "command_index, started_at, duration_us, command, sql, params, \
+     statement_class, tables_read, tables_written, verdict, rows_returned, rows_affected, warnings, \
+     error_code, error_message, result_columns, result_hash, masked_columns";
+
+/// `GET /api/sessions/{id}`: the session's identity and one page of its statements.
+async fn session(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(page): Query<Page>,
+) -> Result<Json<Value>, ApiError> {
+    let (info, _) = run_query(
+        &state,
+        &format!(
+            "SELECT * FROM session_list WHERE session_id = {}",
+            quote(&id)
+        ),
+    )
+    .await?;
+    let Some(info) = info.into_iter().next() else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no session {id} in the archive"),
+        ));
+    };
+    let offset = page.offset.unwrap_or(0);
+    let limit = page.limit.unwrap_or(200).min(2000);
+    let (statements, _) = run_query(
+        &state,
+        &format!(
+            "SELECT {STATEMENT_COLUMNS} FROM statements WHERE session_id = {} \
+             ORDER BY command_index LIMIT {limit} OFFSET {offset}",
+            quote(&id)
+        ),
+    )
+    .await?;
+    Ok(Json(
+        json!({ "session": info, "statements": statements, "offset": offset, "limit": limit }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct FramesQuery {
+    command_index: i64,
+}
+
+/// `GET /api/sessions/{id}/frames?command_index=N`: the frames of one command,
+/// payloads in base64, for faithful replay.
+async fn frames(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(q): Query<FramesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    use base64::Engine as _;
+    let frames = state
+        .sessions
+        .frames(&id, q.command_index)
+        .await
+        .map_err(|e| bad_request(e.to_string()))?;
+    let frames: Vec<Value> = frames
+        .iter()
+        .map(|f| {
+            json!({
+                "seq": f.seq,
+                "direction": f.direction,
+                "payload_base64": base64::engine::general_purpose::STANDARD.encode(&f.payload),
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({ "session_id": id, "command_index": q.command_index, "frames": frames }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    since: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The SQL of a table's history: every statement that read or wrote it.
+pub fn table_history_sql(table: &str, since_ns: Option<i64>, limit: usize) -> String {
+    use chaperone_recorder::catalog::{date_filter, timestamp_literal};
+    let mut conditions = vec![if table.contains('.') {
+        format!("table_name = {}", quote(table))
+    } else {
+        format!(
+            "(table_name = {0} OR table_name LIKE {1})",
+            quote(table),
+            quote(&format!("%.{table}"))
+        )
+    }];
+    if let Some(since) = since_ns {
+        conditions.push(date_filter(since));
+        conditions.push(format!("started_at >= {}", timestamp_literal(since)));
+    }
+    format!(
+        "SELECT started_at, access, table_name, subject, display_name, role, target, session_id, \
+                command_index, statement_class, verdict, error_code \
+         FROM table_access WHERE {} ORDER BY started_at DESC LIMIT {}",
+        conditions.join(" AND "),
+        limit.clamp(1, 5000)
+    )
+}
+
+/// `GET /api/tables/{table}/history`: who read or wrote a table, and when.
+async fn table_history(
+    State(state): State<Arc<AppState>>,
+    Path(table): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let since = SessionQuery {
+        since: q.since.clone(),
+        ..Default::default()
+    }
+    .filter()?
+    .since_ns;
+    let (rows, truncated) = run_query(
+        &state,
+        &table_history_sql(&table, since, q.limit.unwrap_or(500)),
+    )
+    .await?;
+    Ok(Json(
+        json!({ "table": table, "accesses": rows, "truncated": truncated }),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct DiffQuery {
+    pub a: String,
+    pub b: String,
+}
+
+/// Diffs two sessions with the replayer's engine (the one `chaperone diff` uses).
+pub async fn diff_sessions(
+    state: &AppState,
+    a: &str,
+    b: &str,
+) -> Result<chaperone_replayer::diff::Diff, ApiError> {
+    let load = |id: String| async move {
+        state
+            .sessions
+            .statements(&id)
+            .await
+            .map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))
+    };
+    let sa = load(a.to_string()).await?;
+    let sb = load(b.to_string()).await?;
+    Ok(chaperone_replayer::diff::diff(a, &sa, b, &sb))
+}
+
+/// `GET /api/diff?a=&b=`.
+async fn diff(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<DiffQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let d = diff_sessions(&state, &q.a, &q.b).await?;
+    Ok(Json(serde_json::to_value(&d).map_err(|e| {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    })?))
+}
