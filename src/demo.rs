@@ -20,6 +20,8 @@ const DEMO_DATABASE: &str = "chaperone_demo";
 pub struct DemoArgs {
     pub dir: PathBuf,
     pub listen: SocketAddr,
+    /// The audit service's web UI and API.
+    pub ui_listen: SocketAddr,
     /// Keep the gateway running after the scripted session (until Ctrl-C).
     pub keep_running: bool,
 }
@@ -36,7 +38,8 @@ CREATE TABLE customers (id INT PRIMARY KEY, name VARCHAR(64), email VARCHAR(128)
 INSERT INTO customers (id, name, email, card) VALUES
   (1, 'Ada Lovelace', 'ada@example.com', '4111111111111111'),
   (2, 'Alan Turing', 'alan@example.org', '5500005555555559'),
-  (3, 'Grace Hopper', 'grace@example.net', '340000000000009');
+  (3, 'Grace Hopper', 'grace@example.net', '340000000000009'),
+  (4, '<script>alert(\"agents write markup too\")</script>', 'bobby@example.com', '6011000990139424');
 -- Migration: a new column, backfilled.
 UPDATE customers SET tier = IF(id = 1, 'gold', 'silver');
 "
@@ -55,7 +58,7 @@ SELECT * FROM customer_archive;
     sql
 }
 
-fn demo_config(dir: &Path, listen: SocketAddr, issuer: &str) -> String {
+fn demo_config(dir: &Path, listen: SocketAddr, ui_listen: SocketAddr, issuer: &str) -> String {
     let dir = dir.display();
     format!(
         r#"# Written by `chaperone demo`. Local development only.
@@ -90,7 +93,7 @@ max_session_secs = 3600
 databases = ["{DEMO_DATABASE}"]
 
 [ui]
-listen = "127.0.0.1:8080"
+listen = "{ui_listen}"
 demo_mode = true
 
 [archive]
@@ -185,7 +188,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         std::fs::write(dir.join("archive-signing-key"), hex::encode(key))?;
     }
     let config_path = dir.join("chaperone.toml");
-    std::fs::write(&config_path, demo_config(&dir, args.listen, &issuer_url))?;
+    std::fs::write(
+        &config_path,
+        demo_config(&dir, args.listen, args.ui_listen, &issuer_url),
+    )?;
     let config = chaperone_proxy::Config::load(&config_path)?;
     let running = crate::start_gateway(config, shutdown.clone())
         .await
@@ -236,7 +242,7 @@ Both agent sessions are recorded, with the agent's identity, in {archive}
 (zstd Parquet segments with signed manifests).
 
 Next:
-  open http://127.0.0.1:8080/   (sessions, replay, table history, diff, SQL)
+  open http://{ui}/   (sessions, replay, table history, diff, SQL)
   {exe} verify --store {archive}
   {exe} sessions --archive {archive}
   {exe} query --archive {archive} "SELECT subject, sql, rows_returned, error_code FROM statements ORDER BY started_at"
@@ -244,7 +250,8 @@ Next:
   {exe} diff <SESSION_A> <SESSION_B> --archive {archive}
 
 Config used: {config}"#,
-        config = config_path.display()
+        config = config_path.display(),
+        ui = args.ui_listen,
     );
     if args.keep_running {
         println!("\nThe gateway keeps running on {gateway}; Ctrl-C stops it.");

@@ -74,6 +74,9 @@ enum Command {
         /// The gateway's MySQL listener.
         #[arg(long, default_value = "127.0.0.1:3307")]
         listen: std::net::SocketAddr,
+        /// The audit web UI and API.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        ui_listen: std::net::SocketAddr,
         /// Stop after the scripted session instead of serving until Ctrl-C.
         #[arg(long)]
         no_wait: bool,
@@ -224,6 +227,7 @@ fn main() -> anyhow::Result<()> {
         Command::Demo {
             dir,
             listen,
+            ui_listen,
             no_wait,
         } => {
             // The demo tells its own story; the gateway's logs only when asked.
@@ -234,6 +238,7 @@ fn main() -> anyhow::Result<()> {
                 .block_on(demo::run(demo::DemoArgs {
                     dir,
                     listen,
+                    ui_listen,
                     keep_running: !no_wait,
                 }))
         }
