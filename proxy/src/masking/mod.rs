@@ -126,7 +126,13 @@ impl SessionMasking {
             })
             .collect();
         let exempt = sql.is_some_and(is_metadata_statement);
-        Some(ResponseMasker::new(policy, binary, rules, exempt))
+        let db = database.unwrap_or("");
+        let tables = lineage
+            .iter()
+            .flat_map(|st| st.tables.iter())
+            .map(|(schema, t)| (schema.as_deref().unwrap_or(db).to_string(), t.clone()))
+            .collect();
+        Some(ResponseMasker::new(policy, binary, rules, exempt).with_tables(tables))
     }
 
     /// A masker for COM_STMT_FETCH rows of a statement.

@@ -55,6 +55,10 @@ pub struct ResponseMasker {
     lineage: Vec<Vec<Option<Arc<Rule>>>>,
     /// Forward result-set values as they are (SHOW CREATE, DESCRIBE, ...).
     exempt: bool,
+    /// The base tables the statement reads, `(schema, table)`: a column of a
+    /// derived table reports the derived table as its original table, so its
+    /// original column name is also matched against these.
+    tables: Vec<(String, String)>,
     result_index: usize,
     columns: Vec<ColumnPlan>,
     /// Provenance: `column:rule:strategy` or `column:detector:NAME:strategy`.
@@ -75,11 +79,18 @@ impl ResponseMasker {
             binary,
             lineage,
             exempt,
+            tables: Vec::new(),
             result_index: 0,
             columns: Vec::new(),
             masked: BTreeSet::new(),
             masked_error: None,
         }
+    }
+
+    /// The base tables the statement reads (see the field).
+    pub fn with_tables(mut self, tables: Vec<(String, String)>) -> Self {
+        self.tables = tables;
+        self
     }
 
     /// For COM_STMT_FETCH: rows of a cursor whose columns the EXECUTE described.
@@ -140,6 +151,12 @@ impl ResponseMasker {
             .and_then(|r| r.clone())
         {
             Action::Rule(rule)
+        } else if let Some(rule) = self.tables.iter().find_map(|(schema, table)| {
+            self.policy
+                .rule_for(schema, table, &def.org_name)
+                .filter(|_| !def.org_table.is_empty())
+        }) {
+            Action::Rule(rule.clone())
         } else {
             Action::Detect
         };
