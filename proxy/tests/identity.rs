@@ -414,6 +414,25 @@ impl Gw {
             .collect()
     }
 
+    /// Refused logins in the audit record: (the session's start, its end reason).
+    fn refusals(&self) -> Vec<(SessionStart, String)> {
+        let events = self.tap.events();
+        events
+            .iter()
+            .filter_map(|e| match e {
+                TapEvent::SessionEnd(end) if end.reason.starts_with("auth_failed: ") => {
+                    events.iter().find_map(|s| match s {
+                        TapEvent::SessionStart(s) if s.session_id == end.session_id => {
+                            Some(((**s).clone(), end.reason.clone()))
+                        }
+                        _ => None,
+                    })
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     fn session_end_reason(&self, session_id: &str) -> Option<String> {
         self.tap.events().into_iter().find_map(|e| match e {
             TapEvent::SessionEnd(s) if s.session_id == session_id => Some(s.reason),
@@ -599,6 +618,23 @@ async fn assert_refused(gw: &Gw, token: &str, reason: &str) {
     );
     assert_logged(reason).await;
     assert_not_logged(token);
+    // The audit record: a session that ended at once, with the reason.
+    wait_until(
+        secs(5),
+        &format!("the audit record says {reason:?}"),
+        || gw.refusals().iter().any(|(_, why)| why.contains(reason)),
+    )
+    .await;
+    if let Some((_, sig)) = token.rsplit_once('.').filter(|(_, s)| s.len() >= 16) {
+        for e in gw.tap.events() {
+            let text = match e {
+                TapEvent::SessionStart(s) => serde_json::to_string(&s).unwrap(),
+                TapEvent::SessionEnd(s) => serde_json::to_string(&s).unwrap(),
+                _ => continue,
+            };
+            assert!(!text.contains(sig), "the token was recorded");
+        }
+    }
 }
 
 async fn scalar(client: &mut SqlClient, sql: &str) -> String {
@@ -1172,6 +1208,17 @@ async fn key_confusion_and_header_key_hints_are_refused_or_ignored() {
     // A valid token whose role does not grant the target.
     let billing = provider.token("agent-b", "secret-b").await;
     assert_refused(&gw, &billing, "match but none grants target 'orders'").await;
+    // The refused identity is the verified one, without a role.
+    let (start, _) = gw
+        .refusals()
+        .into_iter()
+        .find(|(_, why)| why.contains("none grants target"))
+        .unwrap();
+    assert_eq!(start.identity.subject, "agent-b");
+    assert_eq!(start.identity.issuer, provider.issuer);
+    assert_eq!(start.identity.role, None);
+    assert_eq!(start.identity.claims["team"], "billing");
+    assert_eq!(start.target, TARGET);
     let unmatched = dev.mint("stranger", json!({"repository": "other/repo"}));
     assert_refused(&gw, &unmatched, "no role matches the identity's claims").await;
     dev.shut().await;
