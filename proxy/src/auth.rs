@@ -78,6 +78,14 @@ pub enum AuthError {
     WrongPassword,
     #[error("{0}")]
     Refused(String),
+    /// Refused after the identity was established (a verified token whose role
+    /// does not grant the target, expired credentials): the audit record names
+    /// who was refused.
+    #[error("{reason}")]
+    Denied {
+        identity: Box<Identity>,
+        reason: String,
+    },
 }
 
 /// Decides who a client is.

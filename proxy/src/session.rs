@@ -509,8 +509,15 @@ impl Session {
         };
         Ok(match result {
             Ok(grant) => Ok(Login { grant, seq }),
-            Err(AuthError::Refused(reason)) => Err((reason, seq)),
-            Err(e) => Err((e.to_string(), seq)),
+            Err(e) => {
+                let (reason, identity) = match e {
+                    AuthError::Denied { identity, reason } => (reason, Some(*identity)),
+                    AuthError::Refused(reason) => (reason, None),
+                    e => (e.to_string(), None),
+                };
+                record_refused_login(shared, hello, &ctx, identity, &reason);
+                Err((reason, seq))
+            }
         })
     }
 
@@ -1654,6 +1661,70 @@ fn parse_change_user(
         }
     }
     Ok((user, database, collation, attrs))
+}
+
+/// A refused login is recorded as a session that ends as it starts, with
+/// `auth_failed: <reason>` (never the token): auditors see who tried which
+/// target, and why they were refused. The identity is the verified one when
+/// authentication got that far (a role without the target, expired
+/// credentials), else the user name the client sent.
+fn record_refused_login(
+    shared: &Shared,
+    hello: &ClientHello,
+    ctx: &LoginContext,
+    identity: Option<chaperone_schemas::Identity>,
+    reason: &str,
+) {
+    use chaperone_schemas::{AuthMethod, Identity};
+    let identity = identity.unwrap_or_else(|| Identity {
+        issuer: "unauthenticated".into(),
+        subject: hello.user.clone(),
+        display_name: hello.user.clone(),
+        auth_method: if shared.authenticator.plugin_for(&hello.user) == CLEAR_PASSWORD {
+            AuthMethod::OidcToken
+        } else if hello.user.starts_with(crate::identity::jit::USER_PREFIX) {
+            AuthMethod::JitCredential
+        } else {
+            AuthMethod::GatewayPassword
+        },
+        role: None,
+        claims: serde_json::Value::Object(Default::default()),
+        expires_at: None,
+    });
+    let session_id = new_session_id();
+    let now = now_ns();
+    let target = if shared.targets.contains_key(&hello.user) {
+        hello.user.clone()
+    } else {
+        String::new()
+    };
+    shared
+        .tap
+        .record(TapEvent::SessionStart(Box::new(SessionStart {
+            session_id: session_id.clone(),
+            connection_id: 0,
+            upstream_connection_id: 0,
+            started_at_ns: now,
+            gateway_id: shared.config.gateway.id.clone(),
+            identity,
+            client_user: hello.user.clone(),
+            target,
+            upstream_user: String::new(),
+            database: hello.database.clone(),
+            client_addr: ctx.peer.to_string(),
+            client_tls: ctx.tls,
+            upstream_tls: false,
+            connect_attrs: hello.connect_attrs.clone(),
+        })));
+    shared.tap.record(TapEvent::SessionEnd(Box::new(SessionEnd {
+        session_id,
+        ended_at_ns: now,
+        reason: format!("auth_failed: {reason}"),
+        commands: 0,
+        frames: 0,
+        bytes_from_client: 0,
+        bytes_to_client: 0,
+    })));
 }
 
 /// A new session id: time-ordered (so the archive sorts by it) and unique.

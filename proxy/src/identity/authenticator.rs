@@ -126,10 +126,13 @@ impl Authenticator for GatewayAuthenticator {
                 return Err(AuthError::WrongPassword);
             }
             if cred.is_expired(now) {
-                return Err(AuthError::Refused(format!(
-                    "just-in-time credentials {} of {} expired at {}",
-                    cred.user, cred.identity.subject, cred.expires_at
-                )));
+                return Err(AuthError::Denied {
+                    identity: Box::new(cred.identity.clone()),
+                    reason: format!(
+                        "just-in-time credentials {} of {} expired at {}",
+                        cred.user, cred.identity.subject, cred.expires_at
+                    ),
+                });
             }
             return Ok(grant_of(
                 cred.identity.clone(),
@@ -156,6 +159,13 @@ impl Authenticator for GatewayAuthenticator {
         };
         match workload.login(token, &ctx.user).await {
             Ok((identity, grant)) => Ok(grant_of(identity, &grant, None)),
+            Err(super::Refusal::Role { identity, reason }) => Err(AuthError::Denied {
+                reason: format!(
+                    "identity {} from {}: {reason}",
+                    identity.subject, identity.issuer
+                ),
+                identity,
+            }),
             Err(refusal) => Err(AuthError::Refused(refusal.to_string())),
         }
     }
