@@ -165,7 +165,10 @@ pub struct SessionEnd {
     pub session_id: String,
     pub ended_at_ns: i64,
     /// Why it ended: `client_quit`, `client_disconnected`, `upstream_closed`,
-    /// `idle_timeout`, `shutdown`, `protocol_error: ...`, `change_user`.
+    /// `idle_timeout`, `shutdown`, `protocol_error: ...`, `change_user`,
+    /// `grant_expired` (the role's longest session or the credentials' expiry),
+    /// `auth_failed: <reason>` (a refused login, recorded as a session that ends
+    /// as it starts, with no frames; connection ids 0).
     pub reason: String,
     pub commands: u64,
     pub frames: u64,
