@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chaperone_proxy::config::{SecretSource, TargetConfig};
 use chaperone_proxy::protocol::command::*;
-use chaperone_proxy::protocol::exchange::{Exchange, ResponseFacts, Step};
+use chaperone_proxy::protocol::exchange::{Exchange, PacketKind, ResponseFacts, Step};
 use chaperone_proxy::protocol::{CapabilityFlags, Packet};
 use chaperone_proxy::upstream::{Target, Upstream, UpstreamRequest};
 use futures::{SinkExt, StreamExt};
@@ -225,15 +225,61 @@ const CLIENT_CAPS: CapabilityFlags = CapabilityFlags::CLIENT_LONG_PASSWORD
     .union(CapabilityFlags::CLIENT_PLUGIN_AUTH)
     .union(CapabilityFlags::CLIENT_DEPRECATE_EOF);
 
-/// utf8mb4_general_ci.
+/// utf8mb4_general_ci, when the record does not show the client's.
 const COLLATION: u8 = 45;
 
-async fn connect(dsn: &Dsn, options: &AgainstOptions) -> Result<Upstream, AgainstError> {
+/// The character set the recorded client used: column definitions of text
+/// columns carry it (and a different one changes them, and the result hash).
+async fn recorded_collation<S: SessionSource>(
+    source: &S,
+    statements: &[Statement],
+) -> Result<Option<u8>, ArchiveError> {
+    use chaperone_proxy::protocol::column::ColumnDef;
+    /// The `binary` character set: numbers, blobs; says nothing about the client.
+    const BINARY: u16 = 63;
+    for st in statements
+        .iter()
+        .filter(|s| !s.result_columns.is_empty())
+        .take(20)
+    {
+        let frames = source.frames(&st.session_id, st.command_index).await?;
+        let Some(command) = frames
+            .iter()
+            .find(|f| f.direction == crate::model::Direction::ClientToServer)
+            .and_then(|f| f.payload.first().copied())
+        else {
+            continue;
+        };
+        let mut ex = Exchange::new(command, true);
+        for f in frames
+            .iter()
+            .filter(|f| f.direction == crate::model::Direction::ServerToClient && !f.capped)
+        {
+            if ex.is_done() || ex.on_packet(&f.payload).is_err() {
+                break;
+            }
+            if ex.last_packet() == PacketKind::ColumnDef {
+                if let Ok(d) = ColumnDef::parse(&f.payload) {
+                    if d.character_set != BINARY && d.character_set < 256 {
+                        return Ok(Some(d.character_set as u8));
+                    }
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+async fn connect(
+    dsn: &Dsn,
+    options: &AgainstOptions,
+    collation: u8,
+) -> Result<Upstream, AgainstError> {
     let target = dsn.target()?;
     let attrs = BTreeMap::from([("program_name".to_string(), "chaperone-replay".to_string())]);
     let req = UpstreamRequest {
         capabilities: CLIENT_CAPS,
-        collation: COLLATION,
+        collation,
         max_packet_size: 1 << 30,
         database: dsn.database.as_deref(),
         connect_attrs: &attrs,
@@ -249,8 +295,31 @@ async fn connect(dsn: &Dsn, options: &AgainstOptions) -> Result<Upstream, Agains
         })
 }
 
-/// Sends one request and reads its whole response.
-async fn exchange(up: &mut Upstream, payload: &[u8]) -> Result<ResponseFacts, String> {
+/// A column definition with its `schema` (database) field replaced: the replay
+/// target's database has another name than the recorded one, and column
+/// definitions carry it, so the result hash is computed as if it were the same.
+fn with_schema(coldef: &[u8], from: &str, to: &str) -> Option<Vec<u8>> {
+    use chaperone_proxy::protocol::lenenc::{put_lenenc_str, Reader};
+    let mut r = Reader::new(coldef, "column definition");
+    let catalog = r.lenenc_str().ok()?;
+    let schema = r.lenenc_str().ok()?;
+    if schema != from.as_bytes() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(coldef.len() + to.len());
+    put_lenenc_str(&mut out, catalog);
+    put_lenenc_str(&mut out, to.as_bytes());
+    out.extend_from_slice(r.remaining());
+    Some(out)
+}
+
+/// Sends one request and reads its whole response. `schema_map`: (target
+/// database, recorded database) for the result hash.
+async fn exchange(
+    up: &mut Upstream,
+    payload: &[u8],
+    schema_map: Option<(&str, &str)>,
+) -> Result<ResponseFacts, String> {
     let command = payload.first().copied().unwrap_or(COM_QUERY);
     let deprecate_eof = up
         .capabilities
@@ -267,7 +336,11 @@ async fn exchange(up: &mut Upstream, payload: &[u8]) -> Result<ResponseFacts, St
             None => return Err("the database closed the connection".into()),
         };
         let step = ex.on_packet(&p.payload).map_err(|e| e.to_string())?;
-        ex.delivered(&p.payload);
+        let renamed = match (ex.last_packet(), schema_map) {
+            (PacketKind::ColumnDef, Some((from, to))) => with_schema(&p.payload, from, to),
+            _ => None,
+        };
+        ex.delivered(renamed.as_deref().unwrap_or(&p.payload));
         if step == Step::LocalInfile {
             // The replay has no local files: send the empty packet that ends the upload.
             up.conn
@@ -283,7 +356,7 @@ async fn exchange(up: &mut Upstream, payload: &[u8]) -> Result<ResponseFacts, St
 async fn simple(up: &mut Upstream, sql: &str) -> Result<ResponseFacts, String> {
     let mut p = vec![COM_QUERY];
     p.extend_from_slice(sql.as_bytes());
-    let f = exchange(up, &p).await?;
+    let f = exchange(up, &p, None).await?;
     match &f.error {
         Some(e) => Err(format!("{sql}: {} {}", e.code, e.message)),
         None => Ok(f),
@@ -412,7 +485,10 @@ pub async fn replay_against<S: SessionSource>(
         by_index.entry(f.command_index).or_default().push(f.payload);
     }
     let recorded_db = statements.first().and_then(|s| s.database.clone());
-    let mut up = connect(dsn, options).await?;
+    let collation = recorded_collation(source, &statements)
+        .await?
+        .unwrap_or(COLLATION);
+    let mut up = connect(dsn, options, collation).await?;
     let started = Instant::now();
     let mut report = Report {
         session_id: session_id.to_string(),
@@ -428,6 +504,10 @@ pub async fn replay_against<S: SessionSource>(
             })?;
     }
     let mut ids: HashMap<u32, u32> = HashMap::new();
+    let schema_map = match (&dsn.database, &recorded_db) {
+        (Some(new), Some(old)) if new != old => Some((new.as_str(), old.as_str())),
+        _ => None,
+    };
     tokio::pin!(cancel);
     for st in &statements {
         let Some(payload) = by_index.get(&st.command_index).and_then(|p| p.first()) else {
@@ -478,7 +558,7 @@ pub async fn replay_against<S: SessionSource>(
                 report.stopped = Some(format!("interrupted before #{}", st.command_index));
                 break;
             }
-            f = exchange(&mut up, &payload) => f,
+            f = exchange(&mut up, &payload, schema_map) => f,
         };
         let facts = match facts {
             Ok(f) => f,
