@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+mod approvals;
 mod replay;
 use replay::{DiffArgs, ReplayArgs};
 
@@ -121,6 +122,9 @@ enum Command {
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
+    /// Approval requests of guardrails (docs/guardrails.md): list, show,
+    /// approve, deny, revoke, through a gateway's API with an approver token.
+    Approvals(approvals::ApprovalsArgs),
     /// A local OIDC issuer for tests and demos. NOT FOR PRODUCTION: whoever can
     /// read its key file can mint any identity.
     Token {
@@ -217,6 +221,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token { command } => token(command),
+        Command::Approvals(args) => approvals::run(args),
         Command::Verify {
             config,
             store,
