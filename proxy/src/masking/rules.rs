@@ -261,6 +261,36 @@ impl Masking {
 mod tests {
     use super::*;
 
+    /// The commented `[masking]` example of `deploy/chaperone.toml` parses and compiles.
+    #[test]
+    fn the_deploy_example_compiles() {
+        let text = include_str!("../../../deploy/chaperone.toml");
+        let start = text.find("# [masking]").expect("masking example");
+        let end = text
+            .find("# --- end masking")
+            .expect("end of the masking example");
+        let body: String = text[start..end]
+            .lines()
+            .map(|l| l.strip_prefix("# ").or(l.strip_prefix('#')).unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        #[derive(Deserialize)]
+        struct Wrapper {
+            masking: MaskingConfig,
+        }
+        let mut w: Wrapper = toml::from_str(&body).expect("the example parses");
+        assert_eq!(w.masking.key_env.as_deref(), Some("CHAPERONE_MASKING_KEY"));
+        w.masking.key = Some("a key for the test only".into());
+        let m = Masking::compile(&w.masking).expect("the example compiles");
+        let p = m
+            .policy(Some("support-agent"))
+            .expect("support-agent profile");
+        assert!(p.strict);
+        assert_eq!(p.rules.len(), 4);
+        assert!(p.rule_for("shop_eu", "customers", "full_name").is_some());
+        assert_eq!(p.detectors.list.len(), BUILTIN.len() + 2);
+    }
+
     #[test]
     fn compiles_and_matches_on_original_names() {
         let config: MaskingConfig = toml::from_str(
