@@ -198,13 +198,16 @@ impl Dev {
     }
 
     async fn start_with(key: DevKey) -> Dev {
+        Self::start_at("127.0.0.1:0".parse().unwrap(), key).await
+    }
+
+    /// On a given address (a restarted issuer keeps its URL).
+    async fn start_at(addr: SocketAddr, key: DevKey) -> Dev {
         let stop = CancellationToken::new();
         let s = stop.clone();
-        let (issuer, task) = dev_issuer::serve("127.0.0.1:0".parse().unwrap(), key, async move {
-            s.cancelled().await
-        })
-        .await
-        .unwrap();
+        let (issuer, task) = dev_issuer::serve(addr, key, async move { s.cancelled().await })
+            .await
+            .unwrap();
         Dev { issuer, stop, task }
     }
 
@@ -1326,5 +1329,67 @@ async fn eddsa_tokens_log_in_and_algorithms_are_pinned_per_issuer() {
     })
     .await;
     assert_refused(&gw2, &token, "signature algorithm EdDSA is not accepted").await;
+    dev.shut().await;
+}
+
+/// JWKS fetches (successful or not) the gateway logged for `issuer`.
+fn jwks_fetches(issuer: &str) -> usize {
+    log_text()
+        .lines()
+        .filter(|l| {
+            (l.contains("fetched signing keys") || l.contains("fetching signing keys failed"))
+                && l.contains(&format!("issuer={issuer} "))
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_rotation_is_followed_and_unknown_kids_cannot_storm_the_jwks() {
+    let dev = Dev::start().await;
+    let url = dev.issuer.issuer.clone();
+    let addr: SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+    let gw = Gw::start(|c| {
+        with_identity(c, None, Some(&url));
+        c.issuers.get_mut("dev").unwrap().jwks_min_refresh_secs = 3;
+    })
+    .await;
+    let login = |token: String| {
+        let gw = &gw;
+        async move {
+            token_login(
+                gw.addr,
+                TARGET,
+                token.as_bytes(),
+                Transport::Tls(&gw.ca_file),
+                false,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.map(|e| e.message))
+        }
+    };
+    login(dev.mint("rotate", json!({"repository": "acme/orders"})))
+        .await
+        .unwrap();
+    assert_eq!(jwks_fetches(&url), 1);
+
+    // The issuer rotates its key (same URL, new key, new kid).
+    dev.shut().await;
+    let dev = Dev::start_at(addr, DevKey::generate(Algorithm::ES256).unwrap()).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await; // jwks_min_refresh_secs
+    let rotated = dev.mint("rotate", json!({"repository": "acme/orders"}));
+    login(rotated)
+        .await
+        .expect("the new key is fetched on its unknown kid");
+    assert_eq!(jwks_fetches(&url), 2);
+
+    // A storm of random kids within the refresh interval: refused, no fetch.
+    for i in 0..20 {
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some(format!("random-kid-{i}"));
+        let t = dev.issuer.sign(&dev.claims("storm"), Some(h)).unwrap();
+        assert_refused(&gw, &t, "key id is not in the JWKS").await;
+    }
+    assert_eq!(jwks_fetches(&url), 2, "unknown kids caused JWKS fetches");
     dev.shut().await;
 }
