@@ -28,7 +28,6 @@ use crate::protocol::handshake::{
 };
 use crate::protocol::lenenc::Reader;
 use crate::protocol::response::{codes, encode_ok, ErrInfo, OkInfo, SERVER_STATUS_AUTOCOMMIT};
-use crate::protocol::packet::MAX_PHYSICAL_PAYLOAD;
 use crate::protocol::{CapabilityFlags, Malformed, Packet, PacketCodec, PacketError};
 use crate::registry::{self, LiveSession};
 use crate::server::Shared;
@@ -115,14 +114,18 @@ async fn read_packet(conn: &mut Conn) -> Result<Option<Packet>, PacketError> {
     conn.next().await.transpose()
 }
 
+/// The largest first packet (SSLRequest or handshake response) accepted.
+const FIRST_PACKET_LIMIT: usize = 1 << 20;
+
 /// Reads the client's first packet (SSLRequest or handshake response) from the
 /// socket byte-exactly, not through the codec's read buffer: clients send their
 /// TLS ClientHello right behind the SSLRequest, often in the same segment, and
 /// those bytes must still be in the socket when the TLS handshake starts.
 async fn read_first_packet(client: &mut Conn) -> Result<Packet, PacketError> {
     use tokio::io::AsyncReadExt;
-    // Neither packet may span several physical packets.
-    let limit = MAX_PHYSICAL_PAYLOAD - 1;
+    // An SSLRequest is 32 bytes; a handshake response is a few hundred, plus at
+    // most 64 KiB of connection attributes. A larger length is not a MySQL client.
+    let limit = FIRST_PACKET_LIMIT;
     let io = client.get_mut();
     let mut header = [0u8; 4];
     io.read_exact(&mut header).await?;
@@ -201,8 +204,9 @@ struct Session {
     bytes_to_client: u64,
     /// The part of `bytes_to_client` already added to the metrics.
     bytes_to_client_reported: u64,
-    /// The sequence id of the first packet of the reply to the current command:
-    /// 1, or more when the request took several physical packets (16 MiB and up).
+    /// The sequence id of the next packet to the client in the reply to the
+    /// current command: at first 1, or more when the request took several
+    /// physical packets (16 MiB and up); it moves on as the reply is relayed.
     reply_seq: u8,
     tls: bool,
 }
@@ -247,9 +251,20 @@ impl Session {
             .await
             .map_err(SessionError::Client)?;
 
-        let mut packet = read_first_packet(&mut client)
-            .await
-            .map_err(SessionError::Client)?;
+        let mut packet = match read_first_packet(&mut client).await {
+            Ok(p) => p,
+            Err(e) => {
+                if let PacketError::TooLarge { .. } = e {
+                    // Not a MySQL client (an HTTP request reads as a packet of
+                    // several megabytes): answer at once rather than wait.
+                    shared.metrics.error("protocol");
+                    warn!(error = %e, "bad handshake response");
+                    let err = ErrInfo::new(codes::HANDSHAKE_ERROR, "08S01", "Bad handshake");
+                    let _ = client.send(Packet::new(1, err.encode())).await;
+                }
+                return Err(SessionError::Client(e));
+            }
+        };
         let mut tls = false;
         if handshake::is_ssl_request(&packet.payload) {
             let Some(acceptor) = &shared.tls else {
@@ -389,9 +404,7 @@ impl Session {
             .map_err(SessionError::Client)?;
         client.set_backpressure_boundary(64 * 1024);
         let masking = crate::masking::SessionMasking::new(
-            shared
-                .masking
-                .policy(login.grant.identity.role.as_deref()),
+            shared.masking.policy(login.grant.identity.role.as_deref()),
         );
         let mut session = Session {
             shared: shared.clone(),
@@ -745,7 +758,10 @@ impl Session {
                         "HY000",
                         format!("Chaperone: lost the connection to the database: {e}"),
                     );
-                    let _ = self.client.send(Packet::new(self.reply_seq, err.encode())).await;
+                    let _ = self
+                        .client
+                        .send(Packet::new(self.reply_seq, err.encode()))
+                        .await;
                     break End::UpstreamClosed(e);
                 }
             }
@@ -1170,11 +1186,8 @@ impl Session {
                         continue;
                     }
                     None => {
-                        let err = ErrInfo::new(
-                            codes::NOT_SUPPORTED,
-                            "42000",
-                            local_infile_refusal(None),
-                        );
+                        let err =
+                            ErrInfo::new(codes::NOT_SUPPORTED, "42000", local_infile_refusal(None));
                         let payload = Bytes::from(err.encode());
                         let frame = self.frame(Direction::ServerToClient, payload.clone());
                         self.shared.tap.record(TapEvent::Frame(frame));
@@ -1214,6 +1227,9 @@ impl Session {
             let outgoing = Packet::new(client_seq, payload);
             exchange.delivered(&outgoing.payload);
             client_seq = outgoing.next_seq();
+            // Should the database fail mid-response, the client's ERR follows
+            // what it already got.
+            self.reply_seq = client_seq;
             self.bytes_to_client += outgoing.payload.len() as u64;
             let frame = self.frame(Direction::ServerToClient, outgoing.payload.clone());
             self.shared.tap.record(TapEvent::Frame(frame));

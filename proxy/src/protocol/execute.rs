@@ -64,6 +64,9 @@ pub fn parse(payload: &[u8], stmt: &mut PreparedStatement) -> Result<Execute, Ma
     let _iterations = r.u32()?;
     let n = stmt.num_params as usize;
     let mut params = Vec::with_capacity(n);
+    // Types bound by this packet; kept in `stmt` only if the whole packet parses,
+    // since a refused EXECUTE never reaches the server.
+    let mut newly_bound = None;
     if n > 0 {
         let null_bitmap = r.bytes(n.div_ceil(8))?;
         let new_params_bound = r.u8()?;
@@ -78,7 +81,7 @@ pub fn parse(payload: &[u8], stmt: &mut PreparedStatement) -> Result<Execute, Ma
                     }
                     types.push((t, flag & 0x80 != 0));
                 }
-                stmt.bound_types = Some(types);
+                newly_bound = Some(types);
             }
             0 => {
                 if stmt.bound_types.is_none() {
@@ -95,7 +98,10 @@ pub fn parse(payload: &[u8], stmt: &mut PreparedStatement) -> Result<Execute, Ma
                 ))
             }
         }
-        let types = stmt.bound_types.as_ref().expect("bound above");
+        let types = newly_bound
+            .as_ref()
+            .or(stmt.bound_types.as_ref())
+            .expect("bound above");
         for (i, &(t, unsigned)) in types.iter().enumerate() {
             let is_null = null_bitmap[i / 8] & (1 << (i % 8)) != 0;
             if is_null {
@@ -115,6 +121,9 @@ pub fn parse(payload: &[u8], stmt: &mut PreparedStatement) -> Result<Execute, Ma
                 r.remaining().len()
             ),
         ));
+    }
+    if newly_bound.is_some() {
+        stmt.bound_types = newly_bound;
     }
     stmt.long_data.iter_mut().for_each(|b| *b = false);
     Ok(Execute {
@@ -311,6 +320,27 @@ mod tests {
         assert!(parse(&p, &mut stmt(1)).is_err());
         // Truncated header.
         assert!(parse(&[0x17, 1, 0], &mut stmt(0)).is_err());
+    }
+
+    #[test]
+    fn a_refused_execute_binds_no_types() {
+        let mut s = stmt(1);
+        // Types sent, but trailing garbage: refused, so the server never saw them.
+        let mut p = header(1);
+        p.extend_from_slice(&[0b1, 1, 8, 0, 99]);
+        assert!(parse(&p, &mut s).is_err());
+        assert!(s.bound_types.is_none());
+        let mut p = header(1);
+        p.extend_from_slice(&[0b1, 0]);
+        assert!(parse(&p, &mut s).is_err(), "types were never bound");
+        // Bound by a good packet, then a bad one with other types leaves them.
+        let mut p = header(1);
+        p.extend_from_slice(&[0, 1, 1, 0, 7]);
+        assert_eq!(parse(&p, &mut s).unwrap().params, vec!["7"]);
+        let mut p = header(1);
+        p.extend_from_slice(&[0, 1, 8, 0, 1]);
+        assert!(parse(&p, &mut s).is_err());
+        assert_eq!(s.bound_types, Some(vec![(1, false)]));
     }
 
     #[test]

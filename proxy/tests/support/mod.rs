@@ -57,7 +57,9 @@ use chaperone_schemas::{CommandSummary, Frame, SessionEnd, SessionStart, TapEven
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+#[allow(unused_imports)]
 pub use db::TestDb;
+#[allow(unused_imports)]
 pub use sql::SqlClient;
 
 /// The MariaDB every test talks to (root, empty password; see
@@ -107,23 +109,19 @@ pub fn test_config() -> Config {
     config.users.get_mut(APP_USER).expect("app user").password = inline(APP_PASSWORD);
     config.users.insert(
         OTHER_USER.to_string(),
-        UserConfig {
-            target: target.clone(),
-            password: inline(OTHER_PASSWORD),
-            plugin: "caching_sha2_password".into(),
-            policy: None,
-        },
+        password_user(&target, OTHER_PASSWORD, "caching_sha2_password"),
     );
     config.users.insert(
         NATIVE_USER.to_string(),
-        UserConfig {
-            target,
-            password: inline(NATIVE_PASSWORD),
-            plugin: "mysql_native_password".into(),
-            policy: None,
-        },
+        password_user(&target, NATIVE_PASSWORD, "mysql_native_password"),
     );
     config
+}
+
+/// A `[users.NAME]` entry with an inline password (other settings default).
+pub fn password_user(target: &str, password: &str, plugin: &str) -> UserConfig {
+    let text = format!("target = {target:?}\npassword = {password:?}\nplugin = {plugin:?}\n");
+    toml::from_str(&text).expect("a valid [users.*] entry")
 }
 
 /// An inline secret.
