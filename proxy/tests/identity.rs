@@ -337,11 +337,10 @@ fn with_identity(config: &mut Config, oidc: Option<&str>, dev: Option<&str>) {
                 &[("repository", "acme/readonly")],
                 &[(
                     TARGET,
-                    RoleTarget {
-                        upstream_user: Some(RO_USER.into()),
-                        databases: Some(vec!["chp_id_ro_db".into()]),
-                        ..Default::default()
-                    },
+                    serde_json::from_value::<RoleTarget>(
+                        json!({"upstream_user": RO_USER, "databases": ["chp_id_ro_db"]}),
+                    )
+                    .unwrap(),
                 )],
             ),
         );
