@@ -50,6 +50,9 @@ pub struct Grant {
     /// When the session must end (the role's longest session, or the expiry of
     /// the credentials that established it); None: no limit.
     pub deadline: Option<std::time::SystemTime>,
+    /// Cancelled when the credentials that established the session are revoked
+    /// (just-in-time credentials); the session then ends.
+    pub revocation: Option<tokio_util::sync::CancellationToken>,
     /// The guardrail policy for the session (`[policies.NAME]`); None: not guarded.
     pub policy: Option<String>,
 }
@@ -63,6 +66,7 @@ impl Grant {
             upstream_user: None,
             databases: None,
             deadline: None,
+            revocation: None,
             policy: None,
         }
     }

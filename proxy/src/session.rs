@@ -46,6 +46,8 @@ enum End {
     IdleTimeout,
     /// The grant ran out: the role's longest session, or the credentials' expiry.
     GrantExpired,
+    /// The credentials that established the session were revoked.
+    Revoked,
     Shutdown,
     Protocol(String),
     AuthFailed,
@@ -61,6 +63,7 @@ impl End {
             End::UpstreamClosed(e) => format!("upstream_closed: {e}"),
             End::IdleTimeout => "idle_timeout".into(),
             End::GrantExpired => "grant_expired".into(),
+            End::Revoked => "credentials_revoked".into(),
             End::Shutdown => "shutdown".into(),
             End::Protocol(e) => format!("protocol_error: {e}"),
             End::AuthFailed => "auth_failed".into(),
@@ -689,9 +692,20 @@ impl Session {
         let grant_timer = tokio::time::sleep_until(grant_instant(armed_for));
         tokio::pin!(grant_timer);
         let end = loop {
+            // Per iteration: COM_CHANGE_USER may bring other credentials.
+            let revocation = self.grant.revocation.clone();
             let next = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break End::Shutdown,
+                () = revoked(revocation.as_ref()) => {
+                    let err = ErrInfo::new(
+                        4031,
+                        "HY000",
+                        "Chaperone: the credentials of this session were revoked; reconnect with fresh credentials",
+                    );
+                    let _ = self.client.send(Packet::new(0, err.encode())).await;
+                    break End::Revoked;
+                }
                 () = &mut grant_timer, if armed_for.is_some() => {
                     let err = ErrInfo::new(
                         4031,
@@ -1580,6 +1594,14 @@ fn local_infile_refusal(database: Option<&ErrInfo>) -> String {
         message += &format!(". The database said: {}", err.message);
     }
     message
+}
+
+/// Completes when the session's credentials are revoked (never for none).
+async fn revoked(revocation: Option<&CancellationToken>) {
+    match revocation {
+        Some(t) => t.cancelled().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// When a grant's deadline falls on the runtime's clock (far away for none).

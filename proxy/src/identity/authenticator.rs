@@ -85,6 +85,7 @@ fn grant_of(identity: chaperone_schemas::Identity, g: &RoleGrant, expiry: Option
         upstream_user: g.upstream_user.clone(),
         databases: g.databases.clone(),
         deadline: deadline(g, expiry),
+        revocation: None,
         policy: g.policy.clone(),
     }
 }
@@ -134,11 +135,9 @@ impl Authenticator for GatewayAuthenticator {
                     ),
                 });
             }
-            return Ok(grant_of(
-                cred.identity.clone(),
-                &cred.grant,
-                Some(cred.expires_at),
-            ));
+            let mut grant = grant_of(cred.identity.clone(), &cred.grant, Some(cred.expires_at));
+            grant.revocation = Some(cred.revocation().clone());
+            return Ok(grant);
         }
         if self.users.contains(&ctx.user) {
             return self.users.authenticate(ctx, proof).await;

@@ -54,11 +54,19 @@ pub struct Credential {
     native_hash: String,
     /// SHA256(SHA256(password)), hex.
     sha2_hash: String,
+    /// Cancelled on revocation: sessions opened with these credentials end.
+    #[serde(skip)]
+    revocation: tokio_util::sync::CancellationToken,
 }
 
 impl Credential {
     pub fn is_expired(&self, now: i64) -> bool {
         now >= self.expires_at
+    }
+
+    /// Cancelled when the credentials are revoked.
+    pub fn revocation(&self) -> &tokio_util::sync::CancellationToken {
+        &self.revocation
     }
 
     /// Verifies a challenge response (`nonce` is the 20-byte scramble).
@@ -251,6 +259,7 @@ impl JitStore {
             expires_at: t + ttl as i64,
             native_hash: hex::encode(Sha1::digest(Sha1::digest(password.as_bytes()))),
             sha2_hash: hex::encode(Sha256::digest(Sha256::digest(password.as_bytes()))),
+            revocation: Default::default(),
             grant,
         };
         let minted = Minted {
@@ -280,6 +289,7 @@ impl JitStore {
         let mut creds = self.creds.write().expect("jit lock");
         match creds.get(user) {
             Some(c) if owner_of(&c.identity) == owner_of(identity) => {
+                c.revocation.cancel();
                 creds.remove(user);
                 self.persist(&creds)
             }
