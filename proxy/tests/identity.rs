@@ -524,6 +524,7 @@ async fn token_login_to(
         caps |= CapabilityFlags::CLIENT_SSL;
         let ssl = UpstreamHello {
             capabilities: caps,
+            mariadb_capabilities: Default::default(),
             max_packet_size: 1 << 24,
             collation: 45,
             user: "",
@@ -556,6 +557,7 @@ async fn token_login_to(
     eager_response.push(0);
     let hello = UpstreamHello {
         capabilities: caps,
+        mariadb_capabilities: Default::default(),
         max_packet_size: 1 << 24,
         collation: 45,
         user,
@@ -768,7 +770,12 @@ async fn jit_credentials_serve_sysbench_and_are_revocable() {
     .await;
     out.assert_success();
 
-    // Revoked: the next login fails.
+    // Revoked: the open session ends, and the next login fails.
+    let mut open = SqlClient::via(gw.addr, &user, &password, None)
+        .await
+        .unwrap();
+    assert_eq!(scalar(&mut open, "SELECT 5").await, "5");
+    let open_id = gw.sessions().last().unwrap().session_id.clone();
     let resp = gw
         .api_client()
         .delete(gw.api_url(&format!("/v1/credentials/{user}")))
@@ -777,6 +784,21 @@ async fn jit_credentials_serve_sysbench_and_are_revocable() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 204);
+    let goodbye = within(secs(5), "the revoked session's goodbye", open.conn.next()).await;
+    let err = match goodbye {
+        Some(Ok(p)) => ErrInfo::parse(&p.payload).unwrap(),
+        other => panic!("expected an ERR packet, got {other:?}"),
+    };
+    assert_eq!(err.code, 4031);
+    assert!(err.message.contains("revoked"), "{}", err.message);
+    wait_until(secs(5), "the revoked session's end", || {
+        gw.session_end_reason(&open_id).is_some()
+    })
+    .await;
+    assert_eq!(
+        gw.session_end_reason(&open_id).unwrap(),
+        "credentials_revoked"
+    );
     let err = SqlClient::via(gw.addr, &user, &password, None)
         .await
         .err()
