@@ -167,6 +167,7 @@ pub struct SessionEnd {
     /// Why it ended: `client_quit`, `client_disconnected`, `upstream_closed`,
     /// `idle_timeout`, `shutdown`, `protocol_error: ...`, `change_user`,
     /// `grant_expired` (the role's longest session or the credentials' expiry),
+    /// `credentials_revoked` (its just-in-time credentials were revoked),
     /// `auth_failed: <reason>` (a refused login, recorded as a session that ends
     /// as it starts, with no frames; connection ids 0).
     pub reason: String,
