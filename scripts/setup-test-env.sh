@@ -33,7 +33,7 @@ scripts/ensure-mariadb.sh
 mariadb -h127.0.0.1 -P3306 -uroot -e "SET GLOBAL max_allowed_packet = 67108864; SET GLOBAL local_infile = 1" >/dev/null
 
 # --- Python clients ---------------------------------------------------------
-if ! python3 -c 'import pymysql, mysql.connector, MySQLdb, pyarrow, duckdb, moto' >/dev/null 2>&1; then
+if ! python3 -c 'import pymysql, mysql.connector, MySQLdb, pyarrow, duckdb, moto, kubernetes_validate' >/dev/null 2>&1; then
   log "installing Python test clients (tests/requirements.txt)"
   python3 -m pip install -q -r tests/requirements.txt
 fi

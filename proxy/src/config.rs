@@ -79,6 +79,10 @@ pub struct GatewayConfig {
     /// This gateway's name in the archive (each replica needs its own).
     #[serde(default = "default_gateway_id")]
     pub id: String,
+    /// Take `id` from this environment variable instead (e.g. `POD_NAME`, so that
+    /// every replica of a Deployment gets its own segment chain).
+    #[serde(default)]
+    pub id_env: Option<String>,
     /// Where agents connect with MySQL clients.
     pub listen: SocketAddr,
     /// Where `/metrics`, `/healthz` and `/readyz` are served. None: not served.
@@ -300,7 +304,13 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text)?;
+        let mut config: Config = toml::from_str(text)?;
+        if let Some(var) = &config.gateway.id_env {
+            config.gateway.id = std::env::var(var).map_err(|_| ConfigError::MissingEnv {
+                what: "gateway.id_env".into(),
+                var: var.clone(),
+            })?;
+        }
         config.validate()?;
         Ok(config)
     }
