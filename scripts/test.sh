@@ -13,4 +13,4 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chaperone-target}"
 if [ $# -gt 0 ]; then
   exec cargo test "$@"
 fi
-exec cargo test --workspace --all-targets
+exec cargo test --workspace --all-targets --no-fail-fast
