@@ -1146,6 +1146,31 @@ async fn claims_are_checked_strictly() {
         let token = with(changes.clone());
         assert_refused(&gw, &token, reason).await;
     }
+    // Authorized parties: the client the token was issued to.
+    let gw_azp = Gw::start(|c| {
+        with_identity(c, None, Some(&dev.issuer.issuer));
+        c.issuers.get_mut("dev").unwrap().authorized_parties = vec!["ci-agent".into()];
+    })
+    .await;
+    let mut c = dev.claims("azp-test");
+    c.insert("azp".into(), json!("ci-agent"));
+    let ok = dev.issuer.sign(&c, None).unwrap();
+    token_login(
+        gw_azp.addr,
+        TARGET,
+        ok.as_bytes(),
+        Transport::Tls(&gw_azp.ca_file),
+        false,
+    )
+    .await
+    .map_err(|e| e.map(|e| e.message))
+    .unwrap();
+    c.insert("azp".into(), json!("someone-else"));
+    let other = dev.issuer.sign(&c, None).unwrap();
+    assert_refused(&gw_azp, &other, "issued to a client (azp/client_id)").await;
+    let none = with(json!({}));
+    assert_refused(&gw_azp, &none, "issued to a client (azp/client_id)").await;
+
     // An array aud that includes ours is fine.
     let ok = with(json!({"aud": ["other", AUDIENCE]}));
     token_login(

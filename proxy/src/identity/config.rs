@@ -57,6 +57,11 @@ pub struct IssuerConfig {
     /// checked, and one of the wrong type is always refused.
     #[serde(default = "default_true")]
     pub require_nbf: bool,
+    /// Accepted authorized parties: when set, the token's `azp` (or, for OAuth
+    /// access tokens, `client_id`) must be one of these: the client the token
+    /// was issued to, not just the audience it names.
+    #[serde(default)]
+    pub authorized_parties: Vec<String>,
     /// The claim shown as the identity's display name (default `sub`).
     #[serde(default = "default_display_claim")]
     pub display_name_claim: String,

@@ -40,6 +40,8 @@ pub enum TokenError {
     Audience,
     #[error("token issuer does not match")]
     Issuer,
+    #[error("token was issued to a client (azp/client_id) this gateway does not accept")]
+    AuthorizedParty,
     #[error("required claim `{0}` is missing")]
     MissingClaim(String),
     #[error("claim `{0}` has the wrong type")]
@@ -190,6 +192,16 @@ fn verified(
         .and_then(|v| v.as_f64())
         .map(|f| f as i64)
         .ok_or_else(|| TokenError::ClaimType("exp".into()))?;
+    let parties = &issuer.config.authorized_parties;
+    if !parties.is_empty() {
+        let azp = claims
+            .get("azp")
+            .or_else(|| claims.get("client_id"))
+            .and_then(|v| v.as_str());
+        if !azp.is_some_and(|a| parties.iter().any(|p| p == a)) {
+            return Err(TokenError::AuthorizedParty);
+        }
+    }
     Ok(VerifiedToken {
         issuer,
         claims,
