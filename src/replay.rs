@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use chaperone_replayer::against::{replay_against, same_server, AgainstOptions, Dsn};
 use chaperone_replayer::archive::{Archive, SessionSource};
-use chaperone_replayer::story::{print_story, StoryFormat};
+use chaperone_replayer::story::{print_story, StoryError, StoryFormat};
 
 #[derive(clap::Args)]
 pub struct ArchiveArgs {
@@ -145,7 +145,11 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         Some(format) => {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            rt.block_on(print_story(&archive, &args.session, format, &mut out))?;
+            match rt.block_on(print_story(&archive, &args.session, format, &mut out)) {
+                // `| head`: the reader has what it wanted.
+                Err(StoryError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                other => other?,
+            }
         }
         None => {
             let hook = std::panic::take_hook();

@@ -218,6 +218,8 @@ pub async fn print_story<S: SessionSource>(
                 for l in plain_lines(&v) {
                     writeln!(out, "{l}")?;
                 }
+                // A reader of a pipe (`| head`, a log) sees each statement at once.
+                out.flush()?;
             }
             StoryFormat::Json => {
                 serde_json::to_writer(&mut *out, &v).map_err(std::io::Error::from)?;
