@@ -245,6 +245,8 @@ impl Gateway {
         );
         // Idle sessions close now; busy ones finish their command first.
         session_shutdown.cancel();
+        // Statements held for approval stop waiting (their requests stay pending).
+        self.shared.guardrails.begin_shutdown();
         if tokio::time::timeout(self.shared.config.shutdown_grace(), sessions.wait())
             .await
             .is_err()

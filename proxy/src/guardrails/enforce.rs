@@ -545,7 +545,10 @@ impl SessionGuard {
             None => {
                 let now = now_secs();
                 let ttl = match policy.mode() {
-                    ApprovalMode::Hold => policy.approval.timeout_secs,
+                    // A second more than the wait: the session's own timer ends
+                    // it (and records it expired), never the stored deadline
+                    // rounded to seconds.
+                    ApprovalMode::Hold => policy.approval.timeout_secs + 1,
                     ApprovalMode::Async => approvals.config().pending_ttl_secs,
                 };
                 let a = p.analysis;
@@ -601,10 +604,26 @@ impl SessionGuard {
         }
         info!(approval = %id, rule = %verdict.rule, "statement held for approval");
         let timeout = Duration::from_secs(policy.approval.timeout_secs);
-        let mut view = approvals
-            .wait(&id, timeout.saturating_sub(started.elapsed()))
-            .await
-            .map_err(|e| store_error(&e))?;
+        let shutdown = self.guardrails.shutting_down().clone();
+        let waited = tokio::select! {
+            v = approvals.wait(&id, timeout.saturating_sub(started.elapsed())) => Some(v),
+            _ = shutdown.cancelled() => None,
+        };
+        let Some(waited) = waited else {
+            summary.verdict = Some("pending_approval".into());
+            summary.approval_wait_ms = Some(started.elapsed().as_millis() as u64);
+            summary.verdict_reason =
+                Some(format!("request {id}: the gateway shut down while waiting"));
+            return Err(GuardError::Refuse(ErrInfo::new(
+                codes::SERVER_SHUTDOWN,
+                "08S01",
+                format!(
+                    "Chaperone: the gateway is shutting down; approval request {id} stays pending{}: run the identical statement again once it is approved",
+                    link(&view)
+                ),
+            )));
+        };
+        let mut view = waited.map_err(|e| store_error(&e))?;
         if view.state == State::Pending {
             match approvals.expire(&id, "the client's wait timed out").await {
                 Ok(true) => {}

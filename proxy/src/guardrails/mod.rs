@@ -37,6 +37,9 @@ pub use enforce::{GuardError, PreparedGuard, SessionGuard, SqlCommand};
 pub struct Guardrails {
     policies: HashMap<String, Arc<Policy>>,
     approvals: Option<Arc<Approvals>>,
+    /// Cancelled when the gateway shuts down: held statements stop waiting
+    /// (their requests stay pending, for a retry once approved).
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl Guardrails {
@@ -54,7 +57,17 @@ impl Guardrails {
         Ok(Guardrails {
             policies,
             approvals,
+            shutdown: Default::default(),
         })
+    }
+
+    /// The gateway is stopping: sessions waiting for a decision give up now.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    pub fn shutting_down(&self) -> &tokio_util::sync::CancellationToken {
+        &self.shutdown
     }
 
     pub fn policy(&self, name: Option<&str>) -> Option<Arc<Policy>> {
