@@ -132,19 +132,28 @@ impl Issuer {
 
     /// The keys that may verify a token with this `kid` and `alg`: the one with
     /// that `kid`, or, for a token without one, every key of a fitting type.
+    ///
+    /// A known key is used at once, even from a stale cache (which is then
+    /// refreshed in the background), so that a slow JWKS endpoint never holds
+    /// up logins whose key is known; an unknown `kid` waits for a refresh.
     pub async fn keys_for(
-        &self,
+        self: &Arc<Self>,
         kid: Option<&str>,
         alg: Algorithm,
     ) -> Result<Vec<Arc<VerifyKey>>, IssuerError> {
         let max_age = Duration::from_secs(self.config.jwks_max_age_secs);
-        let cached = self.cached();
-        let fresh = cached
-            .as_ref()
-            .is_some_and(|k| k.fetched_at.elapsed() < max_age);
-        let set = match cached {
-            Some(set) if fresh && find(&set, kid, alg).next().is_some() => set,
-            // Stale, empty, or an unknown kid: refresh if the rate limit allows.
+        let set = match self.cached() {
+            Some(set) if find(&set, kid, alg).next().is_some() => {
+                if set.fetched_at.elapsed() >= max_age {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        // Rate-limited like any refresh; errors are logged there.
+                        let _ = me.refresh().await;
+                    });
+                }
+                set
+            }
+            // Empty, or an unknown kid: refresh if the rate limit allows.
             _ => self.refresh().await?,
         };
         let found: Vec<_> = find(&set, kid, alg).cloned().collect();
