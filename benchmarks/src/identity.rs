@@ -190,6 +190,7 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
                 let attrs = BTreeMap::new();
                 while Instant::now() < deadline {
                     let req = UpstreamRequest {
+                        mariadb_capabilities: Default::default(),
                         capabilities: CapabilityFlags::CLIENT_PROTOCOL_41
                             | CapabilityFlags::CLIENT_LONG_PASSWORD
                             | CapabilityFlags::CLIENT_TRANSACTIONS,

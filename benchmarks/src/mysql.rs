@@ -65,6 +65,7 @@ impl Client {
             | CapabilityFlags::CLIENT_CONNECT_ATTRS;
         let req = UpstreamRequest {
             capabilities,
+            mariadb_capabilities: Default::default(),
             collation: 45, // utf8mb4_general_ci
             max_packet_size: 1 << 24,
             database: None,

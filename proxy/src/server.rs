@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::protocol::handshake::ServerGreeting;
 use crate::protocol::response::{codes, ErrInfo};
-use crate::protocol::{CapabilityFlags, Packet};
+use crate::protocol::{CapabilityFlags, MariadbCapabilities, Packet};
 use crate::registry::Registry;
 use crate::tap::Tap;
 use crate::upstream::{Target, UpstreamRequest};
@@ -46,6 +46,7 @@ pub enum StartError {
 pub struct ServerInfo {
     pub version: String,
     pub capabilities: CapabilityFlags,
+    pub mariadb_capabilities: MariadbCapabilities,
     pub collation: u8,
 }
 
@@ -57,6 +58,7 @@ impl Default for ServerInfo {
             version: "8.0.0".to_string(),
             capabilities: crate::session::GATEWAY_CAPABILITIES
                 - CapabilityFlags::CLIENT_DEPRECATE_EOF,
+            mariadb_capabilities: MariadbCapabilities::empty(),
             collation: 45,
         }
     }
@@ -95,6 +97,7 @@ impl Shared {
         if info.version != greeting.server_version {
             info.version = greeting.server_version.clone();
             info.capabilities = greeting.capabilities;
+            info.mariadb_capabilities = greeting.mariadb_capabilities;
             info.collation = greeting.collation;
         }
     }
@@ -276,6 +279,7 @@ async fn probe_targets(shared: &Arc<Shared>) {
         let req = UpstreamRequest {
             capabilities: CapabilityFlags::CLIENT_PROTOCOL_41
                 | CapabilityFlags::CLIENT_CONNECT_ATTRS,
+            mariadb_capabilities: MariadbCapabilities::empty(),
             collation: 45,
             max_packet_size: 1 << 24,
             database: None,

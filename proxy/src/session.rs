@@ -28,7 +28,9 @@ use crate::protocol::handshake::{
 };
 use crate::protocol::lenenc::Reader;
 use crate::protocol::response::{codes, encode_ok, ErrInfo, OkInfo, SERVER_STATUS_AUTOCOMMIT};
-use crate::protocol::{CapabilityFlags, Malformed, Packet, PacketCodec, PacketError};
+use crate::protocol::{
+    CapabilityFlags, Malformed, MariadbCapabilities, Packet, PacketCodec, PacketError,
+};
 use crate::registry::{self, LiveSession};
 use crate::server::Shared;
 use crate::sql::AnalysisCache;
@@ -85,6 +87,14 @@ enum SessionError {
 
 /// Capabilities the gateway implements on the client-facing side. Not offered:
 /// compression, query attributes, optional metadata, MariaDB extensions.
+/// MariaDB extensions offered when the database offers them: extended column
+/// metadata (a column's JSON, UUID, INET type) only adds a block to column
+/// definitions, which the gateway forwards as they are and parses past. Not
+/// offered: progress reports, bulk execution, metadata caching, which change
+/// the command and response formats the gateway follows.
+pub const GATEWAY_MARIADB_CAPABILITIES: MariadbCapabilities =
+    MariadbCapabilities::MARIADB_CLIENT_EXTENDED_METADATA;
+
 pub const GATEWAY_CAPABILITIES: CapabilityFlags = CapabilityFlags::CLIENT_LONG_PASSWORD
     .union(CapabilityFlags::CLIENT_FOUND_ROWS)
     .union(CapabilityFlags::CLIENT_LONG_FLAG)
@@ -241,11 +251,13 @@ impl Session {
         if shared.any_local_infile {
             advertised |= CapabilityFlags::CLIENT_LOCAL_FILES;
         }
+        let advertised_mariadb = GATEWAY_MARIADB_CAPABILITIES & server.mariadb_capabilities;
         let greeting = Greeting {
             server_version: &format!("{}-chaperone", server.version),
             connection_id,
             scramble: &scramble,
             capabilities: advertised,
+            mariadb_capabilities: advertised_mariadb,
             collation: server.collation,
             auth_plugin: handshake::NATIVE_PASSWORD,
         };
@@ -310,7 +322,7 @@ impl Session {
             };
         }
         let next_seq = packet.next_seq();
-        let hello = match ClientHello::parse(&packet.payload) {
+        let mut hello = match ClientHello::parse(&packet.payload) {
             Ok(h) => h,
             Err(e) => {
                 shared.metrics.error("protocol");
@@ -333,6 +345,7 @@ impl Session {
             )));
         }
         let caps = hello.capabilities & advertised;
+        hello.mariadb_capabilities &= advertised_mariadb;
         let ctx = LoginContext {
             user: hello.user.clone(),
             tls,
@@ -558,6 +571,7 @@ impl Session {
         attrs.insert("chaperone_gateway".into(), shared.config.gateway.id.clone());
         let req = UpstreamRequest {
             capabilities: caps,
+            mariadb_capabilities: hello.mariadb_capabilities,
             collation: hello.collation,
             max_packet_size: hello.max_packet_size,
             database,

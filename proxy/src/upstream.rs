@@ -15,7 +15,9 @@ use crate::protocol::handshake::{
     ServerGreeting, UpstreamHello, AUTH_MORE_DATA_HEADER, AUTH_SWITCH_HEADER,
 };
 use crate::protocol::response::{ErrInfo, ERR_HEADER, OK_HEADER};
-use crate::protocol::{CapabilityFlags, Malformed, Packet, PacketCodec, PacketError};
+use crate::protocol::{
+    CapabilityFlags, Malformed, MariadbCapabilities, Packet, PacketCodec, PacketError,
+};
 use crate::stream::Stream;
 use crate::tls::{upstream_connector, TlsError};
 
@@ -95,6 +97,8 @@ pub enum UpstreamError {
     Refused(ErrInfo),
     #[error("the database does not support {0:?}, which the client negotiated")]
     MissingCapability(CapabilityFlags),
+    #[error("the database does not support MariaDB's {0:?}, which the client negotiated")]
+    MissingMariadbCapability(MariadbCapabilities),
     #[error("TLS to the database failed: {0}")]
     Tls(std::io::Error),
     #[error("the database requires TLS-less auth plugin {0}, which is not supported")]
@@ -129,6 +133,8 @@ pub struct UpstreamRequest<'a> {
     /// The capabilities negotiated with the client; the upstream leg uses the same
     /// ones, so that responses can be forwarded unchanged.
     pub capabilities: CapabilityFlags,
+    /// The MariaDB extended capabilities negotiated with the client (same reason).
+    pub mariadb_capabilities: MariadbCapabilities,
     pub collation: u8,
     pub max_packet_size: u32,
     pub database: Option<&'a str>,
@@ -242,6 +248,10 @@ impl Target {
         if !missing.is_empty() {
             return Err(UpstreamError::MissingCapability(missing));
         }
+        let missing = req.mariadb_capabilities - greeting.mariadb_capabilities;
+        if !missing.is_empty() {
+            return Err(UpstreamError::MissingMariadbCapability(missing));
+        }
         let mut caps = (req.capabilities & greeting.capabilities)
             | CapabilityFlags::CLIENT_PROTOCOL_41
             | CapabilityFlags::CLIENT_SECURE_CONNECTION
@@ -274,6 +284,7 @@ impl Target {
             caps.insert(CapabilityFlags::CLIENT_SSL);
             let ssl = UpstreamHello {
                 capabilities: caps,
+                mariadb_capabilities: req.mariadb_capabilities,
                 max_packet_size: req.max_packet_size,
                 collation: req.collation,
                 user: "",
@@ -316,6 +327,7 @@ impl Target {
         let first_response = plugin_step(&mut proc_, &ctx, &scramble)?.unwrap_or_default();
         let hello = UpstreamHello {
             capabilities: caps,
+            mariadb_capabilities: req.mariadb_capabilities,
             max_packet_size: req.max_packet_size,
             collation: req.collation,
             user,

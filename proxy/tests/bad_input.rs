@@ -303,6 +303,7 @@ async fn fake_upstream(answer: Vec<u8>) -> (SocketAddr, tokio::task::JoinHandle<
                     connection_id: 77,
                     scramble: b"abcdefghijklmnopqrst",
                     capabilities: caps,
+                    mariadb_capabilities: Default::default(),
                     collation: 45,
                     auth_plugin: "mysql_native_password",
                 };

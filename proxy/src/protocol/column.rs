@@ -39,6 +39,7 @@ impl ColumnDef {
         let org_table = text(r.lenenc_str()?);
         let name = text(r.lenenc_str()?);
         let org_name = text(r.lenenc_str()?);
+        skip_extended_metadata(&mut r);
         let _fixed_len = r.lenenc_int()?;
         let character_set = r.u16()?;
         let column_length = r.u32()?;
@@ -59,13 +60,36 @@ impl ColumnDef {
         })
     }
 
-    /// Only the column's name: cheaper than a full parse, for the hot path.
+    /// Only the column's name (it comes before any MariaDB extended metadata):
+    /// cheaper than a full parse, for the hot path.
     pub fn parse_name(payload: &[u8]) -> Result<String, Malformed> {
         let mut r = Reader::new(payload, "column definition");
         for _ in 0..4 {
             r.lenenc_str()?;
         }
         Ok(String::from_utf8_lossy(r.lenenc_str()?).into_owned())
+    }
+}
+
+/// Length of the fixed-length fields (charset, length, type, flags, decimals,
+/// filler) and the length-encoded byte announcing it.
+const FIXED_FIELDS: usize = 13;
+
+/// With MariaDB's MARIADB_CLIENT_EXTENDED_METADATA, a length-encoded block of
+/// extended type information (`format=json`, `type=uuid`, ...) comes between the
+/// column's original name and the fixed-length fields. It is recognised by what
+/// follows it: the `0x0C` that announces the 12 bytes of fixed fields.
+fn skip_extended_metadata(r: &mut Reader<'_>) {
+    let rest = r.remaining();
+    if rest.first() == Some(&0x0C) && rest.len() == FIXED_FIELDS {
+        return;
+    }
+    let mut probe = r.clone();
+    if probe.lenenc_str().is_ok()
+        && probe.remaining().first() == Some(&0x0C)
+        && probe.remaining().len() >= FIXED_FIELDS
+    {
+        *r = probe;
     }
 }
 
@@ -96,5 +120,29 @@ mod tests {
         assert_eq!(c.column_type, 253);
         assert_eq!(ColumnDef::parse_name(&p).unwrap(), "mail");
         assert!(ColumnDef::parse(&p[..10]).is_err());
+    }
+
+    #[test]
+    fn skips_mariadb_extended_metadata() {
+        for ext in [&b""[..], &b"\x01\x04json"[..], &[0x0C; 12][..]] {
+            let mut p = Vec::new();
+            for s in ["def", "shop", "t", "t", "doc", "doc"] {
+                put_lenenc_str(&mut p, s.as_bytes());
+            }
+            put_lenenc_str(&mut p, ext);
+            put_lenenc_int(&mut p, 0x0c);
+            p.extend_from_slice(&63u16.to_le_bytes());
+            p.extend_from_slice(&u32::MAX.to_le_bytes());
+            p.push(252);
+            p.extend_from_slice(&0x90u16.to_le_bytes());
+            p.push(0);
+            p.extend_from_slice(&[0, 0]);
+            let c = ColumnDef::parse(&p).unwrap();
+            assert_eq!(
+                (c.name.as_str(), c.column_type, c.character_set),
+                ("doc", 252, 63)
+            );
+            assert_eq!(c.flags, 0x90);
+        }
     }
 }

@@ -15,7 +15,7 @@ use mysql_common::proto::MyDeserialize;
 use mysql_common::proto::MySerialize;
 
 use super::lenenc::{put_lenenc_str, Reader};
-use super::{CapabilityFlags, Malformed, StatusFlags};
+use super::{CapabilityFlags, Malformed, MariadbCapabilities, StatusFlags};
 
 /// Length of the random challenge (the "scramble"), split 8 + 12 in the greeting.
 pub const SCRAMBLE_LEN: usize = 20;
@@ -40,6 +40,9 @@ pub struct Greeting<'a> {
     pub connection_id: u32,
     pub scramble: &'a [u8; SCRAMBLE_LEN],
     pub capabilities: CapabilityFlags,
+    /// MariaDB's extended capabilities; when any is offered, CLIENT_LONG_PASSWORD
+    /// (MariaDB's "CLIENT_MYSQL") is cleared, which is how MariaDB clients tell.
+    pub mariadb_capabilities: MariadbCapabilities,
     pub collation: u8,
     pub auth_plugin: &'a str,
 }
@@ -57,14 +60,25 @@ impl Greeting<'_> {
             self.connection_id,
             part1,
             Some(part2),
-            self.capabilities,
+            mariadb_aware(self.capabilities, self.mariadb_capabilities),
             self.collation,
             StatusFlags::SERVER_STATUS_AUTOCOMMIT,
             Some(self.auth_plugin.as_bytes()),
-        );
+        )
+        .with_mariadb_ext_capabilities(self.mariadb_capabilities);
         let mut out = Vec::with_capacity(128);
         packet.serialize(&mut out);
         out
+    }
+}
+
+/// MariaDB signals extended capabilities (in the greeting's and the handshake
+/// response's reserved bytes) by clearing CLIENT_LONG_PASSWORD, its CLIENT_MYSQL.
+fn mariadb_aware(caps: CapabilityFlags, mariadb: MariadbCapabilities) -> CapabilityFlags {
+    if mariadb.is_empty() {
+        caps
+    } else {
+        caps - CapabilityFlags::CLIENT_LONG_PASSWORD
     }
 }
 
@@ -86,6 +100,9 @@ pub fn client_capabilities(payload: &[u8]) -> CapabilityFlags {
 #[derive(Debug, Clone)]
 pub struct ClientHello {
     pub capabilities: CapabilityFlags,
+    /// MariaDB extended capabilities the client asked for (empty unless it
+    /// cleared CLIENT_LONG_PASSWORD, as MariaDB clients do).
+    pub mariadb_capabilities: MariadbCapabilities,
     pub max_packet_size: u32,
     pub collation: u8,
     pub user: String,
@@ -131,6 +148,11 @@ impl ClientHello {
             .map(|p| String::from_utf8_lossy(p.as_bytes()).into_owned());
         Ok(ClientHello {
             capabilities: resp.capabilities(),
+            mariadb_capabilities: if caps.contains(CapabilityFlags::CLIENT_LONG_PASSWORD) {
+                MariadbCapabilities::empty()
+            } else {
+                resp.mariadb_ext_capabilities()
+            },
             max_packet_size: u32::from_le_bytes([payload[4], payload[5], payload[6], payload[7]]),
             collation: resp.collation(),
             user,
@@ -170,6 +192,8 @@ pub struct ServerGreeting {
     pub server_version: String,
     pub connection_id: u32,
     pub capabilities: CapabilityFlags,
+    /// MariaDB extended capabilities (empty for MySQL).
+    pub mariadb_capabilities: MariadbCapabilities,
     pub collation: u8,
     pub scramble: Vec<u8>,
     pub auth_plugin: String,
@@ -195,6 +219,14 @@ impl ServerGreeting {
             server_version: hs.server_version_str().into_owned(),
             connection_id: hs.connection_id(),
             capabilities: hs.capabilities(),
+            mariadb_capabilities: if hs
+                .capabilities()
+                .contains(CapabilityFlags::CLIENT_LONG_PASSWORD)
+            {
+                MariadbCapabilities::empty()
+            } else {
+                hs.mariadb_ext_capabilities()
+            },
             collation: hs.default_collation(),
             scramble,
             auth_plugin: hs
@@ -208,6 +240,7 @@ impl ServerGreeting {
 /// The gateway's handshake response to an upstream server.
 pub struct UpstreamHello<'a> {
     pub capabilities: CapabilityFlags,
+    pub mariadb_capabilities: MariadbCapabilities,
     pub max_packet_size: u32,
     pub collation: u8,
     pub user: &'a str,
@@ -226,10 +259,12 @@ impl UpstreamHello<'_> {
     }
 
     fn put_fixed(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.capabilities.bits().to_le_bytes());
+        let caps = mariadb_aware(self.capabilities, self.mariadb_capabilities);
+        out.extend_from_slice(&caps.bits().to_le_bytes());
         out.extend_from_slice(&self.max_packet_size.to_le_bytes());
         out.push(self.collation);
-        out.extend_from_slice(&[0u8; 23]);
+        out.extend_from_slice(&[0u8; 19]);
+        out.extend_from_slice(&self.mariadb_capabilities.bits().to_le_bytes());
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -273,12 +308,20 @@ mod tests {
             server_version: "10.11.6-MariaDB-chaperone",
             connection_id: 42,
             scramble: &scramble,
-            capabilities: caps,
+            capabilities: caps | CapabilityFlags::CLIENT_LONG_PASSWORD,
+            mariadb_capabilities: MariadbCapabilities::MARIADB_CLIENT_EXTENDED_METADATA,
             collation: 45,
             auth_plugin: NATIVE_PASSWORD,
         }
         .encode();
         let parsed = ServerGreeting::parse(&g).unwrap();
+        assert_eq!(
+            parsed.mariadb_capabilities,
+            MariadbCapabilities::MARIADB_CLIENT_EXTENDED_METADATA
+        );
+        assert!(!parsed
+            .capabilities
+            .contains(CapabilityFlags::CLIENT_LONG_PASSWORD));
         assert_eq!(parsed.server_version, "10.11.6-MariaDB-chaperone");
         assert_eq!(parsed.connection_id, 42);
         assert_eq!(parsed.scramble, scramble.to_vec());
@@ -297,7 +340,8 @@ mod tests {
             | CapabilityFlags::CLIENT_CONNECT_WITH_DB
             | CapabilityFlags::CLIENT_CONNECT_ATTRS;
         let bytes = UpstreamHello {
-            capabilities: caps,
+            capabilities: caps | CapabilityFlags::CLIENT_LONG_PASSWORD,
+            mariadb_capabilities: MariadbCapabilities::MARIADB_CLIENT_EXTENDED_METADATA,
             max_packet_size: 1 << 24,
             collation: 224,
             user: "app",
@@ -313,6 +357,10 @@ mod tests {
         assert_eq!(hello.auth_response, vec![1, 2, 3]);
         assert_eq!(hello.collation, 224);
         assert_eq!(hello.connect_attrs.get("program_name").unwrap(), "mariadb");
+        assert_eq!(
+            hello.mariadb_capabilities,
+            MariadbCapabilities::MARIADB_CLIENT_EXTENDED_METADATA
+        );
     }
 
     #[test]

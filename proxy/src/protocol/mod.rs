@@ -18,7 +18,7 @@ pub mod packet;
 pub mod response;
 pub mod result_hash;
 
-pub use mysql_common::constants::{CapabilityFlags, StatusFlags};
+pub use mysql_common::constants::{CapabilityFlags, MariadbCapabilities, StatusFlags};
 pub use packet::{Packet, PacketCodec, PacketError};
 
 /// Why a packet could not be understood.

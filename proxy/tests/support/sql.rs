@@ -141,6 +141,7 @@ impl SqlClient {
         let attrs = BTreeMap::from([("program_name".to_string(), "chaperone-tests".to_string())]);
         let req = UpstreamRequest {
             capabilities: CLIENT_CAPABILITIES,
+            mariadb_capabilities: Default::default(),
             collation: 45,
             max_packet_size: 1 << 30,
             database,
