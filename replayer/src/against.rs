@@ -230,10 +230,13 @@ const COLLATION: u8 = 45;
 
 /// The character set the recorded client used: column definitions of text
 /// columns carry it (and a different one changes them, and the result hash).
-async fn recorded_collation<S: SessionSource>(
+/// Also whether they came with MariaDB's extended metadata (the recorded client
+/// negotiated MARIADB_CLIENT_EXTENDED_METADATA): a block between the original
+/// name and the 13 bytes of fixed fields.
+async fn recorded_client<S: SessionSource>(
     source: &S,
     statements: &[Statement],
-) -> Result<Option<u8>, ArchiveError> {
+) -> Result<Option<(u8, bool)>, ArchiveError> {
     use chaperone_proxy::protocol::column::ColumnDef;
     /// The `binary` character set: numbers, blobs; says nothing about the client.
     const BINARY: u16 = 63;
@@ -261,7 +264,14 @@ async fn recorded_collation<S: SessionSource>(
             if ex.last_packet() == PacketKind::ColumnDef {
                 if let Ok(d) = ColumnDef::parse(&f.payload) {
                     if d.character_set != BINARY && d.character_set < 256 {
-                        return Ok(Some(d.character_set as u8));
+                        let mut r = chaperone_proxy::protocol::lenenc::Reader::new(
+                            &f.payload,
+                            "column definition",
+                        );
+                        let plain = (0..6).all(|_| r.lenenc_str().is_ok())
+                            && r.remaining().first() == Some(&0x0C)
+                            && r.remaining().len() == 13;
+                        return Ok(Some((d.character_set as u8, !plain)));
                     }
                 }
             }
@@ -274,11 +284,18 @@ async fn connect(
     dsn: &Dsn,
     options: &AgainstOptions,
     collation: u8,
+    extended_metadata: bool,
 ) -> Result<Upstream, AgainstError> {
+    use chaperone_proxy::protocol::MariadbCapabilities;
     let target = dsn.target()?;
     let attrs = BTreeMap::from([("program_name".to_string(), "chaperone-replay".to_string())]);
     let req = UpstreamRequest {
         capabilities: CLIENT_CAPS,
+        mariadb_capabilities: if extended_metadata {
+            MariadbCapabilities::MARIADB_CLIENT_EXTENDED_METADATA
+        } else {
+            MariadbCapabilities::empty()
+        },
         collation,
         max_packet_size: 1 << 30,
         database: dsn.database.as_deref(),
@@ -485,10 +502,10 @@ pub async fn replay_against<S: SessionSource>(
         by_index.entry(f.command_index).or_default().push(f.payload);
     }
     let recorded_db = statements.first().and_then(|s| s.database.clone());
-    let collation = recorded_collation(source, &statements)
+    let (collation, extended) = recorded_client(source, &statements)
         .await?
-        .unwrap_or(COLLATION);
-    let mut up = connect(dsn, options, collation).await?;
+        .unwrap_or((COLLATION, false));
+    let mut up = connect(dsn, options, collation, extended).await?;
     let started = Instant::now();
     let mut report = Report {
         session_id: session_id.to_string(),
