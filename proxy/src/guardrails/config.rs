@@ -397,3 +397,73 @@ pub fn validate(config: &crate::config::Config) -> Result<(), crate::config::Con
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// The commented guardrails block of `deploy/chaperone.toml`, uncommented,
+    /// parses and validates with the rest of the example.
+    #[test]
+    fn the_deploy_example_block_parses() {
+        let text = include_str!("../../../deploy/chaperone.toml");
+        let start = text
+            .find("# --- guardrails")
+            .expect("guardrails block in deploy/chaperone.toml");
+        let end = text.find("# --- end guardrails").expect("end of the block");
+        // From the first table on (the lines before it are prose).
+        let block: String = text[start..end]
+            .lines()
+            .skip_while(|l| !l.starts_with("# ["))
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| !l.starts_with("--- "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let config = crate::Config::parse(&format!("{text}\n{block}")).unwrap();
+        assert_eq!(config.policies.len(), 2);
+        let m = &config.policies["migrations"];
+        assert_eq!(m.approve.len(), 5);
+        assert_eq!(m.approve[4].max_rows, Some(10000));
+        let a = config.approvals.as_ref().unwrap();
+        assert_eq!(a.webhooks.len(), 2);
+        assert_eq!(
+            config.users["analyst"].policy.as_deref(),
+            Some("readonly-analytics")
+        );
+    }
+
+    #[test]
+    fn references_and_values_are_checked() {
+        let base = r#"
+            [gateway]
+            listen = "127.0.0.1:0"
+            [targets.db]
+            address = "127.0.0.1:3306"
+            user = "root"
+            password = ""
+        "#;
+        let err = |extra: &str| {
+            crate::Config::parse(&format!("{base}{extra}"))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            err("[users.u]\ntarget = \"db\"\npassword = \"x\"\npolicy = \"nope\"")
+                .contains("users.u.policy")
+        );
+        assert!(err("[policies.p]\nclasses = [\"reads\"]").contains("not a statement class"));
+        assert!(
+            err("[policies.p]\nallow_features = [\"privileges\"]").contains("cannot be allowed")
+        );
+        assert!(err(
+            "[policies.p]\n[[policies.p.approve]]\nname = \"x\"\nstatements = [\"dropp\"]"
+        )
+        .contains("neither a statement kind"));
+        assert!(
+            err("[policies.p]\n[[policies.p.approve]]\nname = \"x\"\nstatements = [\"drop\"]")
+                .contains("no [approvals] section")
+        );
+        assert!(err(
+            "[policies.p]\n[policies.p.approval]\nconnect = true\nrequired = 2\n[approvals]\nstore = \"memory://\"\n[approvals.approvers.a]\ntoken = \"0123456789abcdef\""
+        )
+        .contains("only 1 approver"));
+    }
+}
