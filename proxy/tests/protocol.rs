@@ -365,7 +365,7 @@ async fn tap_frames_and_command_summaries() {
             .len(),
         3
     );
-    let err = c.query("SELECT * FROM missing").await.err().expect("error");
+    let err = c.query("SELECT * FROM missing").await.expect_err("error");
     assert_eq!(err.server().map(|e| e.code), Some(1146));
     let sets = c
         .query_all("SELECT 1; UPDATE t SET v = 'z' WHERE id > 1; SELECT id FROM t")
