@@ -2,6 +2,7 @@
 # Brings up everything the test suite talks to, on a fresh Debian/Ubuntu machine
 # or an already prepared one (every step is idempotent and skips what is there):
 #   - MariaDB server and client (started if not running), sysbench, haproxy, tmux
+#   - PostgreSQL on 127.0.0.1:5432 with a `test` database (approvals store tests)
 #   - Python client libraries (PyMySQL, mysql-connector-python, mysqlclient,
 #     pyarrow, duckdb, moto) from tests/requirements.txt
 #   - Node packages (mysql2, oidc-provider) from tests/clients/package.json
@@ -31,6 +32,9 @@ fi
 scripts/ensure-mariadb.sh
 # Large-packet tests send 20 MiB values.
 mariadb -h127.0.0.1 -P3306 -uroot -e "SET GLOBAL max_allowed_packet = 67108864; SET GLOBAL local_infile = 1" >/dev/null
+
+# --- PostgreSQL (the approvals store's scaled-out backend) ------------------
+scripts/ensure-postgres.sh
 
 # --- Python clients ---------------------------------------------------------
 if ! python3 -c 'import pymysql, mysql.connector, MySQLdb, pyarrow, duckdb, moto, kubernetes_validate' >/dev/null 2>&1; then

@@ -1378,7 +1378,9 @@ async fn replicas_and_restarts_share_approvals_in_postgresql() {
         status.success(),
         "PostgreSQL at 127.0.0.1:5432 with database test"
     );
-    let url = format!("postgres://root@127.0.0.1:5432/test?options=-csearch_path%3D{schema}");
+    // The current user, as scripts/ensure-postgres.sh sets it up.
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let url = format!("postgres://{user}@127.0.0.1:5432/test?options=-csearch_path%3D{schema}");
     shared_store(&url, "chp_gr_shared_pg").await;
     let _ = std::process::Command::new("psql")
         .args(["-h", "127.0.0.1", "-d", "test", "-qc"])
