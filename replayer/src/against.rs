@@ -136,6 +136,7 @@ pub struct Report {
     /// Why the replay stopped early (connection lost, Ctrl-C), if it did.
     pub stopped: Option<String>,
     pub rolled_back: bool,
+    pub rollback_note: Option<String>,
     pub elapsed_ms: f64,
 }
 
@@ -199,6 +200,9 @@ impl Report {
         if self.rolled_back {
             out += "rolled back\n";
         }
+        if let Some(n) = &self.rollback_note {
+            out += &format!("rolled back ({n})\n");
+        }
         let secs = self.elapsed_ms / 1000.0;
         out +=
             &format!(
@@ -240,6 +244,7 @@ async fn recorded_client<S: SessionSource>(
     use chaperone_proxy::protocol::column::ColumnDef;
     /// The `binary` character set: numbers, blobs; says nothing about the client.
     const BINARY: u16 = 63;
+    let mut extended = None;
     for st in statements
         .iter()
         .filter(|s| !s.result_columns.is_empty())
@@ -262,22 +267,21 @@ async fn recorded_client<S: SessionSource>(
                 break;
             }
             if ex.last_packet() == PacketKind::ColumnDef {
+                let mut r =
+                    chaperone_proxy::protocol::lenenc::Reader::new(&f.payload, "column definition");
+                let plain = (0..6).all(|_| r.lenenc_str().is_ok())
+                    && r.remaining().first() == Some(&0x0C)
+                    && r.remaining().len() == 13;
+                extended.get_or_insert(!plain);
                 if let Ok(d) = ColumnDef::parse(&f.payload) {
                     if d.character_set != BINARY && d.character_set < 256 {
-                        let mut r = chaperone_proxy::protocol::lenenc::Reader::new(
-                            &f.payload,
-                            "column definition",
-                        );
-                        let plain = (0..6).all(|_| r.lenenc_str().is_ok())
-                            && r.remaining().first() == Some(&0x0C)
-                            && r.remaining().len() == 13;
                         return Ok(Some((d.character_set as u8, !plain)));
                     }
                 }
             }
         }
     }
-    Ok(None)
+    Ok(extended.map(|e| (COLLATION, e)))
 }
 
 async fn connect(
@@ -525,6 +529,7 @@ pub async fn replay_against<S: SessionSource>(
         (Some(new), Some(old)) if new != old => Some((new.as_str(), old.as_str())),
         _ => None,
     };
+    let mut broken = false;
     tokio::pin!(cancel);
     for st in &statements {
         let Some(payload) = by_index.get(&st.command_index).and_then(|p| p.first()) else {
@@ -572,7 +577,9 @@ pub async fn replay_against<S: SessionSource>(
         let facts = tokio::select! {
             biased;
             _ = &mut cancel => {
-                report.stopped = Some(format!("interrupted before #{}", st.command_index));
+                report.stopped = Some(format!("interrupted at #{}", st.command_index));
+                // A response may be half read: the connection is not reused.
+                broken = true;
                 break;
             }
             f = exchange(&mut up, &payload, schema_map) => f,
@@ -581,6 +588,7 @@ pub async fn replay_against<S: SessionSource>(
             Ok(f) => f,
             Err(e) => {
                 report.stopped = Some(format!("#{} ({}): {e}", st.command_index, st.label()));
+                broken = true;
                 break;
             }
         };
@@ -606,8 +614,16 @@ pub async fn replay_against<S: SessionSource>(
         });
     }
     if options.rollback {
-        // Best effort on a broken connection: the server rolls back on disconnect anyway.
-        report.rolled_back = simple(&mut up, "ROLLBACK").await.is_ok();
+        report.rolled_back = if broken {
+            // The server rolls back an open transaction when its connection closes.
+            drop(up);
+            report.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+            report.rollback_note =
+                Some("connection closed: the server rolled the transaction back".into());
+            return Ok(report);
+        } else {
+            simple(&mut up, "ROLLBACK").await.is_ok()
+        };
     }
     let _ = up
         .conn
