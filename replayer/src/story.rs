@@ -61,6 +61,8 @@ pub fn outcome(st: &Statement) -> String {
             "ERROR {code}: {}",
             st.error_message.as_deref().unwrap_or("")
         ));
+    } else if st.command == "COM_QUIT" {
+        parts.push("client quit".into());
     } else if !st.result_columns.is_empty() || st.rows_returned > 0 {
         parts.push(format!("{} rows", st.rows_returned));
     } else {
