@@ -65,6 +65,9 @@ pub struct ResponseMasker {
     pub masked: BTreeSet<String>,
     /// The ERR message as delivered, when it was masked.
     pub masked_error: Option<String>,
+    /// Per column, what `masked` already holds (bit 63: the rule; others: a
+    /// detector's index), so that provenance costs nothing per row.
+    seen: Vec<u64>,
 }
 
 impl ResponseMasker {
@@ -84,6 +87,7 @@ impl ResponseMasker {
             columns: Vec::new(),
             masked: BTreeSet::new(),
             masked_error: None,
+            seen: Vec::new(),
         }
     }
 
@@ -117,6 +121,7 @@ impl ResponseMasker {
                     self.result_index += 1;
                 }
                 self.columns.clear();
+                self.seen.clear();
                 Ok(None)
             }
             PacketKind::ColumnDef => {
@@ -176,8 +181,14 @@ impl ResponseMasker {
             Action::Pass => None,
             Action::Rule(rule) => {
                 let out = apply(&rule.strategy, value, plan.shape, &self.policy.key);
-                let label = format!("{}:{}:{}", plan.name, rule.name, rule.strategy.name());
-                self.masked.insert(label);
+                if self.first_time(col, 63) {
+                    let plan = &self.columns[col];
+                    let Action::Rule(rule) = &plan.action else {
+                        unreachable!("matched above")
+                    };
+                    let label = format!("{}:{}:{}", plan.name, rule.name, rule.strategy.name());
+                    self.masked.insert(label);
+                }
                 Some(out)
             }
             Action::Detect => {
@@ -187,17 +198,17 @@ impl ResponseMasker {
                 }
                 let kind = plan.shape.kind;
                 let name = plan.name.clone();
+                let policy = self.policy.clone();
                 let mut out = Vec::with_capacity(value.len());
                 let mut at = 0;
                 for h in &hits {
                     out.extend_from_slice(&value[at..h.range.start]);
-                    let detector = self.policy.detectors.name(h.detector);
+                    let detector = policy.detectors.name(h.detector);
                     let span = &value[h.range.clone()];
-                    match &self.policy.detector_strategy {
+                    match &policy.detector_strategy {
                         Strategy::Hash => {
                             out.extend_from_slice(
-                                format!("[{detector}:{}]", self.policy.key.hex(span, 16))
-                                    .as_bytes(),
+                                format!("[{detector}:{}]", policy.key.hex(span, 16)).as_bytes(),
                             );
                         }
                         Strategy::Partial { .. } => {
@@ -206,10 +217,12 @@ impl ResponseMasker {
                         _ => out.extend_from_slice(format!("[masked:{detector}]").as_bytes()),
                     }
                     at = h.range.end;
-                    self.masked.insert(format!(
-                        "{name}:detector:{detector}:{}",
-                        self.policy.detector_strategy.name()
-                    ));
+                    if self.first_time(col, (h.detector % 63) as u32) {
+                        self.masked.insert(format!(
+                            "{name}:detector:{detector}:{}",
+                            policy.detector_strategy.name()
+                        ));
+                    }
                 }
                 out.extend_from_slice(&value[at..]);
                 if kind != ValueKind::Text {
@@ -219,6 +232,17 @@ impl ResponseMasker {
                 Some(Some(out))
             }
         }
+    }
+
+    /// Is this the first time `col` is masked by `what` in this response?
+    fn first_time(&mut self, col: usize, what: u32) -> bool {
+        if self.seen.len() <= col {
+            self.seen.resize(col + 1, 0);
+        }
+        let bit = 1u64 << what;
+        let first = self.seen[col] & bit == 0;
+        self.seen[col] |= bit;
+        first
     }
 
     fn text_row(&mut self, payload: &[u8]) -> Result<Option<Vec<u8>>, Malformed> {
