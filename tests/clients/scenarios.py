@@ -299,7 +299,11 @@ def kill_query(args):
     t = threading.Thread(target=sleeper)
     t.start()
     time.sleep(1.0)
-    one(b, f"KILL QUERY {victim}")
+    try:
+        one(b, f"KILL QUERY {victim}")
+    except Exception as e:
+        t.join(25)
+        fail(f"KILL QUERY {victim} failed with {error_info(e)}; the victim's query ended with {outcome!r}")
     t.join(15)
     check(not t.is_alive(), "the killed query did not return")
     check(outcome["seconds"] < 10, f"the query ran {outcome['seconds']:.1f}s after KILL QUERY")
