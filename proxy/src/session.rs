@@ -414,10 +414,7 @@ impl Session {
             },
             caps,
         );
-        client
-            .send(Packet::new(login.seq, ok))
-            .await
-            .map_err(SessionError::Client)?;
+        let ok_seq = login.seq;
         client.set_backpressure_boundary(64 * 1024);
         let masking = crate::masking::SessionMasking::new(
             shared.masking.policy(login.grant.identity.role.as_deref()),
@@ -445,7 +442,13 @@ impl Session {
             reply_seq: 1,
             tls,
         };
+        // Registered before the client learns it is logged in, so that a KILL
+        // of this connection id from another connection always finds it.
         session.start_record();
+        if let Err(e) = session.client.send(Packet::new(ok_seq, ok)).await {
+            session.end_record(&End::ClientDisconnected);
+            return Err(SessionError::Client(e));
+        }
         Ok(session)
     }
 
