@@ -6,6 +6,7 @@
 //!   gateway; memory per idle connection.
 //! - `statement-facts`: what the SQL analysis and the result hash cost per statement.
 //! - `identity`: token validation per login and login throughput (token vs password).
+//! - `masking`: rows masked per second on one core.
 //!
 //! Shared pieces: [`sysbench`] (running it, reading its report), [`server`]
 //! (the systems under test, each in a child process of this binary), [`mysql`]
@@ -13,6 +14,7 @@
 
 mod gateway;
 mod identity;
+mod masking;
 mod mysql;
 mod relay;
 mod server;
@@ -43,6 +45,9 @@ enum Command {
     /// Workload identity: token validation cost per login (JWKS cached) and login
     /// throughput, token against password.
     Identity(identity::Options),
+    /// Masking: rows masked per second on one core (text and binary rows, rules
+    /// and content detectors).
+    Masking(masking::Options),
     /// Internal: runs one system under test (gateway or relay) in this process,
     /// prints its address, and stops when its standard input closes.
     #[command(hide = true)]
@@ -54,6 +59,7 @@ fn main() -> anyhow::Result<()> {
         Command::Gateway(options) => gateway::run(options),
         Command::StatementFacts(options) => statement_facts::run(options),
         Command::Identity(options) => identity::run(options),
+        Command::Masking(options) => masking::run(options),
         Command::Serve(args) => server::serve(args),
     }
 }
