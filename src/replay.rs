@@ -65,7 +65,7 @@ pub struct DiffArgs {
     json: bool,
 }
 
-fn load_config(path: &PathBuf) -> anyhow::Result<chaperone_proxy::Config> {
+fn load_config(path: &std::path::Path) -> anyhow::Result<chaperone_proxy::Config> {
     chaperone_proxy::Config::load(path).with_context(|| format!("loading {}", path.display()))
 }
 
