@@ -89,7 +89,11 @@ fn start_demo() -> Demo {
         let (code, body) = http("GET", &format!("{}/api/sessions", demo.ui), None);
         if code == 200 {
             let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-            if v["sessions"].as_array().is_some_and(|s| s.len() >= 2) {
+            // Both sessions, with their end rows (sealed a little later).
+            if v["sessions"]
+                .as_array()
+                .is_some_and(|s| s.len() >= 2 && s.iter().all(|s| !s["end_reason"].is_null()))
+            {
                 return demo;
             }
         }

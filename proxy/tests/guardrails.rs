@@ -164,12 +164,25 @@ impl Guarded {
             .collect()
     }
 
+    /// The latest summary of `sql`. The gateway records a command's summary
+    /// just after the client has its response, so give it a moment.
     fn summary_of(&self, sql: &str) -> CommandSummary {
-        self.summaries()
-            .into_iter()
-            .rev()
-            .find(|c| c.sql.as_deref() == Some(sql))
-            .unwrap_or_else(|| panic!("no summary for {sql}"))
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(c) = self
+                .summaries()
+                .into_iter()
+                .rev()
+                .find(|c| c.sql.as_deref() == Some(sql))
+            {
+                return c;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no summary for {sql}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// `mariadb -e SQL` as `user`, in the background.
