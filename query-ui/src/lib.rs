@@ -57,7 +57,7 @@ pub async fn open(
         store_options,
         CatalogOptions {
             list_cache_ttl: std::time::Duration::from_secs(2),
-            target_partitions: None,
+            ..CatalogOptions::default()
         },
     )
     .await?;
