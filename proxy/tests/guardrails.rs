@@ -177,10 +177,7 @@ impl Guarded {
             {
                 return c;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no summary for {sql}"
-            );
+            assert!(std::time::Instant::now() < deadline, "no summary for {sql}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -71,7 +71,12 @@ async fn statement_facts_and_result_hash_through_the_gateway() {
     let mut c = SqlClient::via(gw.addr, APP_USER, APP_PASSWORD, Some(&db.name))
         .await
         .expect("login through the gateway");
-    let session = gw.sessions().last().expect("session recorded").session_id.clone();
+    let session = gw
+        .sessions()
+        .last()
+        .expect("session recorded")
+        .session_id
+        .clone();
     let d = &db.name;
 
     // A join: class, tables, digest, and the hash of exactly what was delivered.
@@ -79,14 +84,20 @@ async fn statement_facts_and_result_hash_through_the_gateway() {
     let reply = text_query(&mut c, join).await;
     let s = summary_of(&gw, &session, join);
     assert_eq!(s.statement_class.as_deref(), Some("read"));
-    assert_eq!(s.tables_read, vec![format!("{d}.orders"), format!("{d}.customers")]);
+    assert_eq!(
+        s.tables_read,
+        vec![format!("{d}.orders"), format!("{d}.customers")]
+    );
     assert!(s.tables_written.is_empty());
     assert_eq!(
         s.normalized_sql.as_deref(),
         Some("SELECT o.id, c.name FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.total > ? ORDER BY o.id")
     );
     assert_eq!(s.rows_returned, 2);
-    assert_eq!(s.result_hash.as_deref(), Some(expected_hash(&reply.packets).as_str()));
+    assert_eq!(
+        s.result_hash.as_deref(),
+        Some(expected_hash(&reply.packets).as_str())
+    );
     let join_hash = s.result_hash.clone();
     let join_digest = s.digest.clone().expect("digest");
 
@@ -97,7 +108,10 @@ async fn statement_facts_and_result_hash_through_the_gateway() {
     assert_eq!(s2.digest.as_deref(), Some(join_digest.as_str()));
     assert_eq!(s2.rows_returned, 3);
     assert_ne!(s2.result_hash, join_hash);
-    assert_eq!(s2.result_hash.as_deref(), Some(expected_hash(&reply2.packets).as_str()));
+    assert_eq!(
+        s2.result_hash.as_deref(),
+        Some(expected_hash(&reply2.packets).as_str())
+    );
     // The same statement again: the same hash.
     text_query(&mut c, join).await;
     assert_eq!(summary_of(&gw, &session, join).result_hash, join_hash);
@@ -107,7 +121,10 @@ async fn statement_facts_and_result_hash_through_the_gateway() {
     let reply = text_query(&mut c, multi).await;
     let s = summary_of(&gw, &session, multi);
     assert_eq!(s.statement_class.as_deref(), Some("write"));
-    assert_eq!(s.tables_written, vec![format!("{d}.orders"), format!("{d}.customers")]);
+    assert_eq!(
+        s.tables_written,
+        vec![format!("{d}.orders"), format!("{d}.customers")]
+    );
     assert_eq!(s.tables_read, vec!["chp_facts_other.notes".to_string()]);
     // Only the final SELECT produced a result set; the OKs are not hashed.
     let first_result = reply
@@ -166,7 +183,10 @@ async fn statement_facts_and_result_hash_through_the_gateway() {
     assert_eq!(s.statement_class.as_deref(), Some("read"));
     assert_eq!(s.tables_read, vec![format!("{d}.orders")]);
     assert_eq!(s.rows_returned, 1);
-    assert_eq!(s.result_hash.as_deref(), Some(expected_hash(&reply.packets).as_str()));
+    assert_eq!(
+        s.result_hash.as_deref(),
+        Some(expected_hash(&reply.packets).as_str())
+    );
     // The text form of the same statement has the same digest.
     let text = format!("SELECT total FROM {d}.orders WHERE id = 11");
     text_query(&mut c, &text).await;
