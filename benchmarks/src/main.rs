@@ -6,6 +6,7 @@
 //!   gateway; memory per idle connection.
 //! - `statement-facts`: what the SQL analysis and the result hash cost per statement.
 //! - `identity`: token validation per login and login throughput (token vs password).
+//! - `policy`: guardrail policy evaluation per statement.
 //! - `masking`: rows masked per second on one core.
 //!
 //! Shared pieces: [`sysbench`] (running it, reading its report), [`server`]
@@ -16,6 +17,7 @@ mod gateway;
 mod identity;
 mod masking;
 mod mysql;
+mod policy;
 mod relay;
 mod server;
 mod statement_facts;
@@ -48,6 +50,8 @@ enum Command {
     /// Masking: rows masked per second on one core (text and binary rows, rules
     /// and content detectors).
     Masking(masking::Options),
+    /// Guardrails: policy evaluation cost per statement (cached and cold analysis).
+    Policy(policy::Options),
     /// Internal: runs one system under test (gateway or relay) in this process,
     /// prints its address, and stops when its standard input closes.
     #[command(hide = true)]
@@ -60,6 +64,7 @@ fn main() -> anyhow::Result<()> {
         Command::StatementFacts(options) => statement_facts::run(options),
         Command::Identity(options) => identity::run(options),
         Command::Masking(options) => masking::run(options),
+        Command::Policy(options) => policy::run(options),
         Command::Serve(args) => server::serve(args),
     }
 }

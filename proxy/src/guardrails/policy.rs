@@ -21,7 +21,6 @@
 //! Evaluation only reads the cached [`Analysis`] and the policy: no allocation
 //! on the allow path beyond qualifying table names for table rules.
 
-use crate::identity::roles::glob_matches;
 use crate::sql::lexer::Lexer;
 use crate::sql::{Analysis, Features, StatementClass, StatementFacts, StatementKind, TableName};
 
@@ -128,14 +127,50 @@ fn class_bits(names: &[String]) -> u16 {
 }
 
 fn lower(globs: &[String]) -> Vec<String> {
-    globs.iter().map(|g| g.to_lowercase()).collect()
+    globs.iter().map(|g| g.to_ascii_lowercase()).collect()
 }
 
 /// Case-insensitive glob match (table and database names may be either case
-/// on the server; a deny list must not be bypassed by spelling).
+/// on the server; a deny list must not be bypassed by spelling). `globs` are
+/// lower-cased when the policy is compiled.
 fn any_glob(globs: &[String], text: &str) -> bool {
-    let text = text.to_lowercase();
-    globs.iter().any(|g| glob_matches(g, &text))
+    globs.iter().any(|g| glob_ci(g.as_bytes(), text.as_bytes()))
+}
+
+/// `*` matches any run of bytes, `?` one character; other bytes match
+/// themselves, ASCII letters in either case (`pattern` is lower case). No
+/// allocation: this runs for every table of every guarded statement.
+fn glob_ci(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    let char_len = |b: u8| match b {
+        0xF0..=0xFF => 4,
+        0xE0..=0xEF => 3,
+        0xC0..=0xDF => 2,
+        _ => 1,
+    };
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] == b'?' {
+            p += 1;
+            t = (t + char_len(text[t])).min(text.len());
+        } else if p < pattern.len()
+            && pattern[p] != b'*'
+            && pattern[p] == text[t].to_ascii_lowercase()
+        {
+            p += 1;
+            t += 1;
+        } else if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 /// Features with their own sentence in a denial.
@@ -293,6 +328,7 @@ impl Policy {
             Some(_) => s.kind.class_floor(),
         };
         let mut estimates = Vec::new();
+        let mut name = String::new();
         for rule in &self.rules {
             let kinds = rule.kinds.is_empty() && rule.features.is_empty()
                 || rule.kinds.contains(&s.kind)
@@ -300,7 +336,10 @@ impl Policy {
             let classes =
                 rule.classes == 0 || class.is_some_and(|c| rule.classes & class_bit(c) != 0);
             let touched = rule.tables.is_empty()
-                || tables().any(|t| any_glob(&rule.tables, &t.qualified(ctx.database)));
+                || tables().any(|t| {
+                    qualified_into(&mut name, t, ctx.database);
+                    any_glob(&rule.tables, &name)
+                });
             if !(kinds && classes && touched) {
                 continue;
             }
@@ -386,6 +425,9 @@ impl Policy {
                 return Some(database_denied(db));
             }
         }
+        if self.deny_tables.is_empty() && self.allow_tables.is_none() {
+            return None;
+        }
         let q = t.qualified(database);
         if any_glob(&self.deny_tables, &q) {
             return Some(Verdict::deny(
@@ -456,6 +498,16 @@ impl Policy {
         }
         Verdict::allow()
     }
+}
+
+/// `db.table` into a reused buffer.
+fn qualified_into(buf: &mut String, t: &TableName, database: Option<&str>) {
+    buf.clear();
+    if let Some(db) = t.schema.as_deref().or(database) {
+        buf.push_str(db);
+        buf.push('.');
+    }
+    buf.push_str(&t.name);
 }
 
 fn database_denied(db: &str) -> Verdict {
@@ -679,6 +731,17 @@ mod tests {
             judge(&p, "INSERT INTO t VALUES (1)").verdict.action,
             Action::Deny
         );
+    }
+
+    #[test]
+    fn globs_ignore_ascii_case_and_do_not_allocate() {
+        assert!(glob_ci(b"*.salaries", b"shop.SALARIES"));
+        assert!(glob_ci(b"shop_*", b"shop_eu"));
+        assert!(!glob_ci(b"shop_*", b"shop"));
+        assert!(glob_ci(b"s?op", "sçop".as_bytes()));
+        assert!(glob_ci(b"*", b""));
+        assert!(!glob_ci(b"a", b"ab"));
+        assert!(glob_ci(b"a*b*c", b"aXbYbZc"));
     }
 
     #[test]
