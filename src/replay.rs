@@ -96,6 +96,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let location = archive_location(&args.archive)?;
     let rt = runtime()?;
+    // Ctrl-C is caught from the start (not from the first poll of a ctrl_c()
+    // future), so an early interrupt still stops cleanly and rolls back.
+    let mut interrupt = rt.block_on(async {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+    })?;
     let archive = rt.block_on(Archive::open(&location))?;
     if let Some(dsn) = &args.against {
         let dsn = Dsn::parse(dsn)?;
@@ -117,8 +122,8 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             rollback: args.rollback,
             connect_timeout: None,
         };
-        let cancel = async {
-            let _ = tokio::signal::ctrl_c().await;
+        let cancel = async move {
+            interrupt.recv().await;
         };
         let report = rt.block_on(replay_against(
             &archive,

@@ -427,7 +427,22 @@ fn replay_diff_and_against_over_recorded_migrations() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Interrupt once the replay is executing (a SLEEP of the recorded session
+    // is running on the server), whatever the machine's load.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let running = Command::new("mariadb")
+            .args(["-h127.0.0.1", "-P3306", "-uroot", "-N", "-e"])
+            .arg("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP%'")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() != "0")
+            .unwrap_or(false);
+        if running || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(200));
     let _ = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status();
