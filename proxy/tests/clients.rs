@@ -380,8 +380,9 @@ async fn sysbench_oltp_read_write() {
             .await;
         out.assert_success();
         let (transactions, errors) = sysbench_summary(&out);
+        // Throughput is the benchmarks' business; here: it ran, without errors.
         assert!(
-            transactions > 10,
+            transactions > 0,
             "--db-ps-mode={mode}: {transactions} transactions\n{out}"
         );
         assert_eq!(errors, 0, "--db-ps-mode={mode}\n{out}");
