@@ -130,6 +130,8 @@ struct Buffer {
 /// The log file being appended to.
 struct ActiveLog {
     file: File,
+    /// A second handle on the same file, to fsync without holding the log lock.
+    sync_handle: Arc<File>,
     path: PathBuf,
     opened: Instant,
     /// Bytes in the file.
@@ -274,6 +276,7 @@ impl Recorder {
             }),
             // Placeholder until recovery is done; replaced below.
             log: Mutex::new(ActiveLog {
+                sync_handle: Arc::new(File::open(&lock_path).map_err(io(&lock_path))?),
                 file: File::open(&lock_path).map_err(io(&lock_path))?,
                 path: PathBuf::new(),
                 opened: Instant::now(),
@@ -309,6 +312,7 @@ impl Recorder {
             .map_err(io(&log_path))?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         *lock(&inner.log) = ActiveLog {
+            sync_handle: Arc::new(file.try_clone().map_err(io(&log_path))?),
             file,
             path: log_path,
             opened: Instant::now(),
@@ -772,7 +776,13 @@ impl Inner {
             self.write_out(&mut log)?;
         }
         if sync && self.synced.load(Ordering::Acquire) < end {
-            self.fsync(&mut log)?;
+            let (handle, written) = (
+                log.sync_handle.clone(),
+                self.written.load(Ordering::Acquire),
+            );
+            // Others keep appending and writing while this waits on the disk.
+            drop(log);
+            self.fsync(&handle, written)?;
         }
         Ok(())
     }
@@ -813,11 +823,10 @@ impl Inner {
         }
     }
 
-    fn fsync(&self, log: &mut ActiveLog) -> std::io::Result<()> {
-        let written = self.written.load(Ordering::Acquire);
-        log.file.sync_data()?;
-        log.last_fsync = Instant::now();
-        self.synced.store(written, Ordering::Release);
+    /// Fsyncs the log through `handle`; everything up to `written` is then durable.
+    fn fsync(&self, handle: &File, written: u64) -> std::io::Result<()> {
+        handle.sync_data()?;
+        self.synced.fetch_max(written, Ordering::AcqRel);
         self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -857,9 +866,11 @@ impl Inner {
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         self.spool_bytes.fetch_add(size, Ordering::Relaxed);
         let spare = std::mem::take(&mut log.spare);
+        let sync_handle = Arc::new(file.try_clone()?);
         let old = std::mem::replace(
             log,
             ActiveLog {
+                sync_handle,
                 file,
                 path,
                 opened: Instant::now(),
@@ -931,14 +942,25 @@ fn writer_loop(inner: Arc<Inner>) {
         }
         let result = (|| {
             inner.write_out(&mut log)?;
+            let mut group_commit = None;
             if inner.synced.load(Ordering::Acquire) < inner.written.load(Ordering::Acquire)
                 && log.last_fsync.elapsed() >= fsync_every
             {
-                inner.fsync(&mut log)?;
+                log.last_fsync = Instant::now();
+                group_commit = Some((
+                    log.sync_handle.clone(),
+                    inner.written.load(Ordering::Acquire),
+                ));
             }
             if log.size >= max_bytes || log.opened.elapsed() >= max_age {
                 inner.rotate(&mut log, LogEnd::Rotated)?;
                 log.opened = Instant::now();
+            }
+            // The group commit runs without the log lock: requests keep being
+            // written (not waiting for the disk) while it runs.
+            drop(log);
+            if let Some((handle, written)) = group_commit {
+                inner.fsync(&handle, written)?;
             }
             Ok::<(), std::io::Error>(())
         })();
