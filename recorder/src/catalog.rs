@@ -57,6 +57,9 @@ pub struct CatalogOptions {
     pub list_cache_ttl: Duration,
     /// Parallel partitions per query (default: the machine's cores).
     pub target_partitions: Option<usize>,
+    /// Evaluate filters inside the Parquet scan, decoding the other columns
+    /// only for matching rows (late materialisation).
+    pub pushdown_filters: bool,
 }
 
 impl Default for CatalogOptions {
@@ -64,6 +67,7 @@ impl Default for CatalogOptions {
         CatalogOptions {
             list_cache_ttl: Duration::from_secs(5),
             target_partitions: None,
+            pushdown_filters: true,
         }
     }
 }
@@ -141,7 +145,7 @@ impl Catalog {
             config = config.with_target_partitions(n.max(1));
         }
         let parquet = &mut config.options_mut().execution.parquet;
-        parquet.pushdown_filters = true;
+        parquet.pushdown_filters = options.pushdown_filters;
         parquet.reorder_filters = true;
         parquet.enable_page_index = true;
         parquet.bloom_filter_on_read = true;
@@ -201,9 +205,16 @@ impl Catalog {
         Ok(self.ctx.sql_with_options(sql, options).await?)
     }
 
-    /// Runs a SQL query and collects its result.
+    /// Runs a SQL query and collects its result (at least one batch, possibly
+    /// empty, so that the columns are known even without rows).
     pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, CatalogError> {
-        Ok(self.sql(sql).await?.collect().await?)
+        let df = self.sql(sql).await?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await?;
+        if batches.is_empty() {
+            return Ok(vec![RecordBatch::new_empty(schema)]);
+        }
+        Ok(batches)
     }
 }
 

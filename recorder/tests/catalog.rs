@@ -312,6 +312,13 @@ async fn catalog_answers_like_duckdb_over_an_archive_of_real_traffic() {
     let first: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
     assert_eq!(first["subject"], "billing-agent");
 
+    // No rows: the columns are still there.
+    let none = cat
+        .query("SELECT subject FROM statements WHERE subject = 'nobody'")
+        .await
+        .unwrap();
+    assert_eq!(catalog::render(&none, Format::Csv).unwrap(), "subject\n");
+
     // The archive is read-only through the catalog.
     assert!(cat.query("DROP TABLE statements").await.is_err());
     assert!(cat.query("CREATE TABLE x AS SELECT 1").await.is_err());
