@@ -708,6 +708,13 @@ impl Session {
         let mut armed_for = self.grant.deadline;
         let grant_timer = tokio::time::sleep_until(grant_instant(armed_for));
         tokio::pin!(grant_timer);
+        // The idle timer is armed once and re-armed lazily: a command only moves
+        // `last_activity`. Arming a timer per command (tokio::time::timeout) wakes
+        // the runtime's timer driver on another worker thread every time, which
+        // costs a context switch per command.
+        let mut last_activity = tokio::time::Instant::now();
+        let idle_timer = tokio::time::sleep_until(last_activity + idle);
+        tokio::pin!(idle_timer);
         let end = loop {
             // Per iteration: COM_CHANGE_USER may bring other credentials.
             let revocation = self.grant.revocation.clone();
@@ -732,10 +739,12 @@ impl Session {
                     let _ = self.client.send(Packet::new(0, err.encode())).await;
                     break End::GrantExpired;
                 }
-                r = tokio::time::timeout(idle, read_packet(&mut self.client)) => r,
-            };
-            let packet = match next {
-                Err(_) => {
+                () = &mut idle_timer => {
+                    let due = last_activity + idle;
+                    if tokio::time::Instant::now() < due {
+                        idle_timer.as_mut().reset(due);
+                        continue;
+                    }
                     let err = ErrInfo::new(
                         4031,
                         "HY000",
@@ -744,9 +753,12 @@ impl Session {
                     let _ = self.client.send(Packet::new(0, err.encode())).await;
                     break End::IdleTimeout;
                 }
-                Ok(Ok(Some(p))) => p,
-                Ok(Ok(None)) => break End::ClientDisconnected,
-                Ok(Err(e)) => {
+                r = read_packet(&mut self.client) => r,
+            };
+            let packet = match next {
+                Ok(Some(p)) => p,
+                Ok(None) => break End::ClientDisconnected,
+                Err(e) => {
                     self.shared.metrics.error("protocol");
                     warn!(error = %e, "bad packet from client");
                     if let PacketError::TooLarge { .. } = e {
@@ -770,6 +782,7 @@ impl Session {
             }
             match self.command(packet).await {
                 Ok(None) => {
+                    last_activity = tokio::time::Instant::now();
                     if self.grant.deadline != armed_for {
                         armed_for = self.grant.deadline;
                         grant_timer.as_mut().reset(grant_instant(armed_for));
@@ -881,21 +894,21 @@ impl Session {
                 let analysis = AnalysisCache::shared().analyze(text);
                 analysis.record_into(&mut summary, self.database.as_deref());
                 if self.guard.active() {
-                    let sql_text = summary.sql.clone().unwrap_or_default();
-                    let database = self.database.clone();
+                    let sql_text = summary.sql.take().unwrap_or_default();
                     let cmd = SqlCommand {
                         bytes: sql,
                         sql: &sql_text,
                         analysis: &analysis,
-                        database: database.as_deref(),
+                        database: self.database.as_deref(),
                         connection_id: self.connection_id,
                         prepare: false,
                     };
-                    if let Err(e) = self
+                    let checked = self
                         .guard
                         .check_sql(cmd, &mut self.upstream, &mut summary)
-                        .await
-                    {
+                        .await;
+                    summary.sql = Some(sql_text);
+                    if let Err(e) = checked {
                         return self.guard_refused(summary, code, e).await;
                     }
                 }
@@ -959,21 +972,21 @@ impl Session {
                     AnalysisCache::shared().analyze(summary.sql.as_deref().unwrap_or_default());
                 analysis.record_into(&mut summary, self.database.as_deref());
                 if self.guard.active() {
-                    let sql_text = summary.sql.clone().unwrap_or_default();
-                    let database = self.database.clone();
+                    let sql_text = summary.sql.take().unwrap_or_default();
                     let cmd = SqlCommand {
                         bytes: &packet.payload[1..],
                         sql: &sql_text,
                         analysis: &analysis,
-                        database: database.as_deref(),
+                        database: self.database.as_deref(),
                         connection_id: self.connection_id,
                         prepare: true,
                     };
-                    match self
+                    let checked = self
                         .guard
                         .check_sql(cmd, &mut self.upstream, &mut summary)
-                        .await
-                    {
+                        .await;
+                    summary.sql = Some(sql_text);
+                    match checked {
                         Ok(g) => prepared_guard = Some(g),
                         Err(e) => return self.guard_refused(summary, code, e).await,
                     }
@@ -1019,29 +1032,23 @@ impl Session {
                     }
                 }
                 if self.guard.active() {
-                    let (guard, sql, analysis, database) =
-                        match id.and_then(|id| self.statements.get(&id)) {
-                            Some(s) => (
-                                s.guard.clone(),
-                                s.sql.clone(),
-                                s.analysis.clone(),
-                                s.database.clone(),
-                            ),
-                            None => (None, String::new(), None, None),
-                        };
-                    let params = summary.params.clone();
+                    // Disjoint fields: the statement is read while the guard
+                    // and the upstream connection are used, nothing is copied.
+                    let stmt = id.and_then(|id| self.statements.get(&id));
+                    let params = std::mem::take(&mut summary.params);
                     let checked = self
                         .guard
                         .check_execute(
-                            guard.as_ref(),
-                            &sql,
+                            stmt.and_then(|s| s.guard.as_ref()),
+                            stmt.map_or("", |s| s.sql.as_str()),
                             &params,
-                            analysis.as_deref(),
-                            database.as_deref(),
+                            stmt.and_then(|s| s.analysis.as_deref()),
+                            stmt.and_then(|s| s.database.as_deref()),
                             &mut self.upstream,
                             &mut summary,
                         )
                         .await;
+                    summary.params = params;
                     if let Err(e) = checked {
                         return self.guard_refused(summary, code, e).await;
                     }
@@ -1111,7 +1118,8 @@ impl Session {
                     return self.guard_refused(summary, code, e).await;
                 }
             }
-            COM_PING | COM_STATISTICS | COM_SET_OPTION => {}
+            COM_SET_OPTION => self.guard.note_set_option(&packet.payload, &mut summary),
+            COM_PING | COM_STATISTICS => {}
             _ => {
                 let err = ErrInfo::new(
                     codes::UNKNOWN_COMMAND,

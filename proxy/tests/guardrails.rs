@@ -702,7 +702,25 @@ async fn bypass_attempts_are_denied_or_held_and_application_sql_passes() {
     let mut p = vec![chaperone_proxy::protocol::command::COM_FIELD_LIST];
     p.extend_from_slice(b"orders\0");
     assert!(c.command(p).await.unwrap().error().is_none());
+    // COM_SET_OPTION turns multi-statements on mid-session: still judged one by one.
+    let reply = c
+        .command(vec![
+            chaperone_proxy::protocol::command::COM_SET_OPTION,
+            0,
+            0,
+        ])
+        .await
+        .unwrap();
+    assert!(reply.error().is_none(), "{reply:?}");
+    let err = c.query("SELECT 1; DROP TABLE orders").await.unwrap_err();
+    assert!(err.to_string().contains("1290"), "{err}");
     c.quit().await;
+    let s = g
+        .summaries()
+        .into_iter()
+        .find(|s| s.command == "COM_SET_OPTION")
+        .expect("COM_SET_OPTION recorded");
+    assert!(s.verdict_reason.unwrap().contains("multi-statements on"));
 
     // Nothing happened that should not have.
     for t in ["orders", "customers", "secrets"] {

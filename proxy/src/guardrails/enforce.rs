@@ -437,6 +437,24 @@ impl SessionGuard {
         }
     }
 
+    /// COM_SET_OPTION: multi-statements turned on or off. Nothing to judge (every
+    /// statement of a packet is judged either way); noted in the record.
+    pub fn note_set_option(&self, payload: &[u8], summary: &mut CommandSummary) {
+        let Some(policy) = &self.policy else {
+            return;
+        };
+        summary.policy = Some(policy.name.clone());
+        summary.verdict = Some("allowed".into());
+        summary.verdict_reason = Some(
+            match payload.get(1) {
+                Some(0) => "multi-statements on: each statement of a packet is judged",
+                Some(1) => "multi-statements off",
+                _ => "unknown COM_SET_OPTION value",
+            }
+            .into(),
+        );
+    }
+
     /// Commands without SQL that administer the server (COM_REFRESH, COM_DEBUG,
     /// COM_PROCESS_KILL of another connection): judged as the `admin` class,
     /// or the `kill` feature.
