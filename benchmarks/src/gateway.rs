@@ -84,6 +84,11 @@ pub struct Options {
     /// Only the memory measurement.
     #[arg(long)]
     skip_sysbench: bool,
+    /// Another build of this binary (e.g. a copy made before a change): its
+    /// gateway runs as path `baseline`, interleaved with the others, so that two
+    /// versions are compared under the same conditions.
+    #[arg(long)]
+    baseline_exe: Option<std::path::PathBuf>,
 }
 
 /// How sysbench reaches the database.
@@ -92,6 +97,11 @@ pub enum Via {
     Direct,
     Relay,
     Chaperone,
+    /// Chaperone with a realistic guardrail policy (`chaperone-benchmarks policy`
+    /// prints it): every statement is judged before it is forwarded.
+    Policy,
+    /// The gateway of `--baseline-exe`.
+    Baseline,
 }
 
 impl Via {
@@ -100,6 +110,8 @@ impl Via {
             Via::Direct => "direct",
             Via::Relay => "relay",
             Via::Chaperone => "chaperone",
+            Via::Policy => "policy",
+            Via::Baseline => "baseline",
         }
     }
 }
@@ -112,6 +124,10 @@ struct Cell {
     pooled: Report,
     /// QPS of each round, to show the spread.
     rounds_qps: Vec<f64>,
+    /// CPU time of the relaying process (relay or gateway) during the runs:
+    /// its cost per query, which scheduling noise on a shared machine does not
+    /// distort the way it distorts throughput.
+    server_cpu_ns: u64,
 }
 
 /// Memory of one system under test with idle connections.
@@ -133,7 +149,14 @@ impl Memory {
 const GATEWAY_USER: &str = "bench";
 const GATEWAY_PASSWORD: &str = "chp-bench-password";
 
-pub fn run(opts: Options) -> anyhow::Result<()> {
+pub fn run(mut opts: Options) -> anyhow::Result<()> {
+    match &opts.baseline_exe {
+        Some(_) if !opts.via.contains(&Via::Baseline) => opts.via.push(Via::Baseline),
+        None if opts.via.contains(&Via::Baseline) => {
+            anyhow::bail!("--via baseline needs --baseline-exe <another build of this binary>")
+        }
+        _ => {}
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -243,6 +266,22 @@ fn run_sysbench(
 
     let relay = ServerProcess::start(Kind::Relay, upstream, gateway_user)?;
     let gateway = ServerProcess::start(Kind::Gateway, upstream, gateway_user)?;
+    let policy_gateway = if opts.via.contains(&Via::Policy) {
+        Some(ServerProcess::start(
+            Kind::GatewayPolicy,
+            upstream,
+            gateway_user,
+        )?)
+    } else {
+        None
+    };
+    let baseline = match &opts.baseline_exe {
+        Some(exe) => Some(
+            ServerProcess::start_from(exe, Kind::Gateway, upstream, gateway_user)
+                .with_context(|| format!("starting the baseline gateway {}", exe.display()))?,
+        ),
+        None => None,
+    };
     eprintln!(
         "relay on {} (pid {}), chaperone on {} (pid {}, log {})",
         relay.addr,
@@ -251,6 +290,13 @@ fn run_sysbench(
         gateway.pid(),
         gateway.log.display()
     );
+    let through_gateway = |g: &ServerProcess| sysbench::Connection {
+        host: g.addr.ip().to_string(),
+        port: g.addr.port(),
+        user: gateway_user.name.clone(),
+        password: gateway_user.password.clone(),
+        database: opts.database.clone(),
+    };
     let connection = |via: Via| match via {
         Via::Direct => direct.clone(),
         Via::Relay => sysbench::Connection {
@@ -258,13 +304,17 @@ fn run_sysbench(
             port: relay.addr.port(),
             ..direct.clone()
         },
-        Via::Chaperone => sysbench::Connection {
-            host: gateway.addr.ip().to_string(),
-            port: gateway.addr.port(),
-            user: gateway_user.name.clone(),
-            password: gateway_user.password.clone(),
-            database: opts.database.clone(),
-        },
+        Via::Chaperone => through_gateway(&gateway),
+        Via::Policy => through_gateway(policy_gateway.as_ref().expect("started for --via policy")),
+        Via::Baseline => through_gateway(baseline.as_ref().expect("started with --baseline-exe")),
+    };
+    // The process that relays each path's traffic, for its CPU time.
+    let server_of = |via: Via| match via {
+        Via::Direct => None,
+        Via::Relay => Some(&relay),
+        Via::Chaperone => Some(&gateway),
+        Via::Policy => policy_gateway.as_ref(),
+        Via::Baseline => baseline.as_ref(),
     };
 
     if opts.warmup_seconds > 0 {
@@ -294,6 +344,8 @@ fn run_sysbench(
                     if round == 1 {
                         commands.push(format!("{:<9} {}", via.name(), run.describe(&conn, tables)));
                     }
+                    let server = server_of(via);
+                    let cpu_before = server.map(ServerProcess::cpu_ns).transpose()?;
                     let report = run.execute(&conn, tables).with_context(|| {
                         format!("{workload} with {threads} threads via {}", via.name())
                     })?;
@@ -309,12 +361,21 @@ fn run_sysbench(
                     let cell = results.entry((workload.clone(), threads, via)).or_default();
                     cell.rounds_qps.push(report.qps());
                     cell.pooled.merge(&report);
+                    if let (Some(s), Some(before)) = (server, cpu_before) {
+                        cell.server_cpu_ns += s.cpu_ns()?.saturating_sub(before);
+                    }
                 }
             }
         }
     }
     relay.stop()?;
     gateway.stop()?;
+    if let Some(p) = policy_gateway {
+        p.stop()?;
+    }
+    if let Some(b) = baseline {
+        b.stop()?;
+    }
     Ok(())
 }
 
@@ -331,7 +392,9 @@ fn measure_memory(
     let server = ServerProcess::start(kind, upstream, gateway_user)?;
     let address = server.addr.to_string();
     let client = match kind {
-        Kind::Gateway => Client::new(&address, &gateway_user.name, &gateway_user.password)?,
+        Kind::Gateway | Kind::GatewayPolicy => {
+            Client::new(&address, &gateway_user.name, &gateway_user.password)?
+        }
         Kind::Relay => Client::new(&address, &upstream.user, &upstream.password)?,
     };
     let settle = || std::thread::sleep(Duration::from_millis(1500));
@@ -395,7 +458,15 @@ fn print_report(
             opts.seconds, opts.rounds, opts.ps_mode, opts.tables, opts.table_size
         );
         let mut t = Table::new([
-            "workload", "threads", "via", "QPS", "TPS", "p50 µs", "p99 µs", "mean µs",
+            "workload",
+            "threads",
+            "via",
+            "QPS",
+            "TPS",
+            "p50 µs",
+            "p99 µs",
+            "mean µs",
+            "relaying CPU µs/query",
         ]);
         for ((workload, threads, via), cell) in results {
             let r = &cell.pooled;
@@ -414,6 +485,10 @@ fn print_report(
                 r.histogram.percentile(50.0).to_string(),
                 r.histogram.percentile(99.0).to_string(),
                 format!("{:.1}", r.mean_latency_us(*threads)),
+                match via {
+                    Via::Direct => "-".to_string(),
+                    _ => format!("{:.2}", cell.server_cpu_ns as f64 / 1e3 / r.queries as f64),
+                },
             ]);
         }
         println!("{}", t.render());
@@ -478,6 +553,10 @@ fn print_report(
             }
         }
         println!("{}", t.render());
+        print_policy_comparison(opts, results);
+        if opts.baseline_exe.is_some() {
+            print_baseline_comparison(opts, results);
+        }
         println!("sysbench commands (first round):\n");
         for c in commands {
             println!("    {c}");
@@ -526,6 +605,81 @@ fn print_report(
                 verdict(worst <= TARGET_KIB_PER_CONNECTION, "<= 64 KiB")
             );
         }
+    }
+}
+
+/// This build's gateway against the `--baseline-exe` one.
+fn print_baseline_comparison(opts: &Options, results: &Results) {
+    let mut t = Table::new([
+        "workload",
+        "threads",
+        "chaperone/baseline QPS",
+        "p50 change µs",
+        "mean change µs",
+    ]);
+    for workload in &opts.workloads {
+        for &threads in &opts.threads {
+            let get = |via| results.get(&(workload.clone(), threads, via));
+            let (Some(c), Some(b)) = (get(Via::Chaperone), get(Via::Baseline)) else {
+                continue;
+            };
+            let (c, b) = (&c.pooled, &b.pooled);
+            t.row([
+                workload.clone(),
+                threads.to_string(),
+                format!("{:.3}", c.qps() / b.qps()),
+                format!(
+                    "{:+}",
+                    c.histogram.percentile(50.0) as i64 - b.histogram.percentile(50.0) as i64
+                ),
+                format!(
+                    "{:+.1}",
+                    c.mean_latency_us(threads) - b.mean_latency_us(threads)
+                ),
+            ]);
+        }
+    }
+    println!("This build against --baseline-exe:\n\n{}", t.render());
+}
+
+/// The gateway with a realistic guardrail policy against the zero-logic relay
+/// and against the gateway without one (target: >= 0.90 of the relay at 8 threads).
+fn print_policy_comparison(opts: &Options, results: &Results) {
+    let mut t = Table::new([
+        "workload",
+        "threads",
+        "policy/relay QPS",
+        "policy/chaperone QPS",
+        "added p50 over chaperone µs",
+    ]);
+    let mut any = false;
+    for workload in &opts.workloads {
+        for &threads in &opts.threads {
+            let get = |via| results.get(&(workload.clone(), threads, via));
+            let (Some(r), Some(c), Some(p)) =
+                (get(Via::Relay), get(Via::Chaperone), get(Via::Policy))
+            else {
+                continue;
+            };
+            any = true;
+            let (r, c, p) = (&r.pooled, &c.pooled, &p.pooled);
+            t.row([
+                workload.clone(),
+                threads.to_string(),
+                format!("{:.3}", p.qps() / r.qps()),
+                format!("{:.3}", p.qps() / c.qps()),
+                format!(
+                    "{:+}",
+                    p.histogram.percentile(50.0) as i64 - c.histogram.percentile(50.0) as i64
+                ),
+            ]);
+        }
+    }
+    if any {
+        println!(
+            "With a realistic guardrail policy (target: policy/relay >= 0.90 at 8 threads):\n\n{}",
+            t.render()
+        );
     }
 }
 

@@ -5,14 +5,18 @@
 //! - `gateway`: sysbench directly, through a zero-logic relay and through the
 //!   gateway; memory per idle connection.
 //! - `statement-facts`: what the SQL analysis and the result hash cost per statement.
+//! - `archive`: recorder throughput and archive size per statement.
+//! - `archive-query`: the read side over a generated 10-million-statement archive.
 //! - `identity`: token validation per login and login throughput (token vs password).
-//! - `policy`: guardrail policy evaluation per statement.
 //! - `masking`: rows masked per second on one core.
+//! - `policy`: guardrail policy evaluation per statement.
 //!
 //! Shared pieces: [`sysbench`] (running it, reading its report), [`server`]
 //! (the systems under test, each in a child process of this binary), [`mysql`]
 //! (a minimal client for the benchmarks' own statements), [`table`] (output).
 
+mod archive;
+mod archive_query;
 mod gateway;
 mod identity;
 mod masking;
@@ -50,6 +54,12 @@ enum Command {
     /// Masking: rows masked per second on one core (text and binary rows, rules
     /// and content detectors).
     Masking(masking::Options),
+    /// Archive write path: recorder throughput (frames/s per core, tap to sealed
+    /// Parquet) and archive bytes per recorded sysbench statement.
+    Archive(archive::Options),
+    /// Archive read side: "which identities wrote to table X in the last 30 days" over
+    /// a generated archive (`archive-query generate`, then `archive-query run`).
+    ArchiveQuery(archive_query::Options),
     /// Guardrails: policy evaluation cost per statement (cached and cold analysis).
     Policy(policy::Options),
     /// Internal: runs one system under test (gateway or relay) in this process,
@@ -64,6 +74,8 @@ fn main() -> anyhow::Result<()> {
         Command::StatementFacts(options) => statement_facts::run(options),
         Command::Identity(options) => identity::run(options),
         Command::Masking(options) => masking::run(options),
+        Command::Archive(options) => archive::run(options),
+        Command::ArchiveQuery(options) => archive_query::run(options),
         Command::Policy(options) => policy::run(options),
         Command::Serve(args) => server::serve(args),
     }

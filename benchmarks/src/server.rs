@@ -29,6 +29,9 @@ pub enum Kind {
     Gateway,
     /// `tokio::io::copy_bidirectional` between client and database: no parsing at all.
     Relay,
+    /// The gateway with a realistic guardrail policy on its user
+    /// (`crate::policy::REALISTIC_POLICY`): every statement is judged.
+    GatewayPolicy,
 }
 
 impl Kind {
@@ -36,6 +39,7 @@ impl Kind {
         match self {
             Kind::Gateway => "gateway",
             Kind::Relay => "relay",
+            Kind::GatewayPolicy => "gateway-policy",
         }
     }
 }
@@ -74,7 +78,7 @@ pub struct GatewayUser {
 /// The gateway's configuration: the real config format, built in code.
 /// Secrets come from the environment, like in production.
 fn gateway_config(args: &ServeArgs) -> String {
-    format!(
+    let mut config = format!(
         r#"
 [gateway]
 id = "benchmark"
@@ -97,12 +101,27 @@ plugin = "mysql_native_password"
         upstream = args.upstream,
         upstream_user = args.upstream_user,
         client_user = args.client_user,
-    )
+    );
+    if args.kind == Kind::GatewayPolicy {
+        // The user's policy (this line belongs to the [users.*] table above), and
+        // the approvals its rules need.
+        let store =
+            std::env::temp_dir().join(format!("chaperone-bench-approvals-{}", std::process::id()));
+        config.push_str("policy = \"bench\"\n[policies.bench]\n");
+        config.push_str(
+            &crate::policy::REALISTIC_POLICY.replace("[[approve]]", "[[policies.bench.approve]]"),
+        );
+        config.push_str(&format!(
+            "[approvals]\nstore = {:?}\n[approvals.approvers.bench]\ntoken = \"chp-bench-approver-token\"\n",
+            store.display().to_string()
+        ));
+    }
+    config
 }
 
 /// The child side: runs one system under test until standard input closes.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    if args.kind == Kind::Gateway {
+    if args.kind != Kind::Relay {
         // The same logging as `chaperone serve` (info by default), to stderr, which
         // the parent sends to a file.
         let filter = tracing_subscriber::EnvFilter::try_from_env("CHAPERONE_LOG")
@@ -124,7 +143,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()?
         .block_on(async move {
             match args.kind {
-                Kind::Gateway => {
+                Kind::Gateway | Kind::GatewayPolicy => {
                     let config = chaperone_proxy::Config::parse(&gateway_config(&args))?;
                     let authenticator =
                         Arc::new(chaperone_proxy::auth::ConfigUsers::from_config(&config)?);
@@ -157,6 +176,9 @@ fn announce(addr: SocketAddr) {
     let _ = out.flush();
 }
 
+/// Numbers the log files of the children of one benchmark process.
+static LOG_COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// The parent side: a running system under test.
 pub struct ServerProcess {
     pub kind: Kind,
@@ -169,10 +191,22 @@ pub struct ServerProcess {
 impl ServerProcess {
     pub fn start(kind: Kind, upstream: &Upstream, user: &GatewayUser) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("locating the benchmark binary")?;
+        Self::start_from(&exe, kind, upstream, user)
+    }
+
+    /// Starts the system under test from another build of this binary (to compare
+    /// two versions of the gateway in one run).
+    pub fn start_from(
+        exe: &std::path::Path,
+        kind: Kind,
+        upstream: &Upstream,
+        user: &GatewayUser,
+    ) -> anyhow::Result<Self> {
         let log = std::env::temp_dir().join(format!(
-            "chaperone-benchmarks-{}-{}.log",
+            "chaperone-benchmarks-{}-{}-{}.log",
             kind.name(),
-            std::process::id()
+            std::process::id(),
+            LOG_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         let log_file = std::fs::File::create(&log)
             .with_context(|| format!("creating the log file {}", log.display()))?;
@@ -220,6 +254,25 @@ impl ServerProcess {
     /// Resident set size of the process, in KiB (`VmRSS` in `/proc/<pid>/status`).
     pub fn rss_kib(&self) -> anyhow::Result<u64> {
         rss_kib(self.pid())
+    }
+
+    /// CPU time the process has used so far, in ns: the sum over its threads of
+    /// the first field of `/proc/<pid>/task/<tid>/schedstat` (time on a CPU).
+    pub fn cpu_ns(&self) -> anyhow::Result<u64> {
+        let dir = format!("/proc/{}/task", self.pid());
+        let mut total = 0;
+        for task in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+            // A thread may end between listing and reading: skip it.
+            let Ok(stat) = std::fs::read_to_string(task?.path().join("schedstat")) else {
+                continue;
+            };
+            total += stat
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .with_context(|| format!("unexpected schedstat in {dir}: {stat}"))?;
+        }
+        Ok(total)
     }
 
     /// Closes the child's stdin and waits for it to exit (killing it after a while).
