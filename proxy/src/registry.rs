@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use crate::sql::{Analysis, Features};
+
 /// What KILL needs to know about a live session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveSession {
@@ -92,6 +94,61 @@ fn skip_comments(mut s: &[u8]) -> &[u8] {
     }
 }
 
+/// Where KILL appears in a SQL text sent as COM_QUERY or COM_STMT_PREPARE.
+///
+/// Clients see the gateway's connection ids, the server its own, and every
+/// session of a target shares the gateway's upstream user, which may kill its
+/// own connections. So a KILL must never reach the server unrewritten: it
+/// would name some other session's upstream connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillInText {
+    /// No KILL: forward the text as it is.
+    Absent,
+    /// The text is one KILL statement: rewritten when it is a form the gateway
+    /// relays (`Some`), refused otherwise.
+    Alone(Option<Kill>),
+    /// KILL among other statements, as dynamic SQL in a string
+    /// (`PREPARE s FROM 'KILL 5'`, `EXECUTE IMMEDIATE`), or in a text the
+    /// gateway cannot read: it cannot be rewritten in place, so it is refused.
+    Embedded,
+}
+
+/// Finds KILL in a SQL text, with the text's [`Analysis`] (which splits
+/// statements as the server does and opens executable comments).
+pub fn find_kill(sql: &[u8], analysis: &Analysis) -> KillInText {
+    let readable = analysis.normalized.is_some();
+    let features = analysis.features();
+    if !readable || features.contains(Features::DYNAMIC_SQL) {
+        // What the gateway cannot read, and statements whose SQL is in a
+        // string, are judged by the bytes: any KILL word is suspect.
+        return if is_kill(sql) && analysis.statements.len() <= 1 && readable {
+            KillInText::Alone(parse_kill(sql))
+        } else if mentions_kill(sql) {
+            KillInText::Embedded
+        } else {
+            KillInText::Absent
+        };
+    }
+    if !features.contains(Features::KILL) && !is_kill(sql) {
+        KillInText::Absent
+    } else if analysis.statements.len() > 1 {
+        KillInText::Embedded
+    } else {
+        KillInText::Alone(parse_kill(sql))
+    }
+}
+
+/// Does the word KILL (case-insensitive, not part of a longer name) appear
+/// anywhere in the bytes, strings and comments included?
+fn mentions_kill(sql: &[u8]) -> bool {
+    let ident = |b: Option<&u8>| b.is_some_and(|b| crate::sql::lexer::is_ident_byte(*b));
+    sql.windows(4).enumerate().any(|(i, w)| {
+        w.eq_ignore_ascii_case(b"kill")
+            && !ident(i.checked_sub(1).and_then(|j| sql.get(j)))
+            && !ident(sql.get(i + 4))
+    })
+}
+
 /// Parses a KILL statement; None when it is a form the gateway does not relay
 /// (`KILL USER`, expressions, executable comments, ...).
 pub fn parse_kill(sql: &[u8]) -> Option<Kill> {
@@ -166,5 +223,50 @@ mod tests {
         assert!(is_kill(b"/*!50000 KILL 1*/"));
         assert!(is_kill(b"/*M!KILL 1*/"));
         assert_eq!(parse_kill(b"/*!KILL 1*/"), None);
+    }
+
+    fn find(sql: &str) -> KillInText {
+        find_kill(sql.as_bytes(), &crate::sql::analyze(sql))
+    }
+
+    #[test]
+    fn kill_is_found_wherever_it_runs() {
+        let alone = |id| {
+            KillInText::Alone(Some(Kill {
+                query_only: false,
+                id,
+            }))
+        };
+        assert_eq!(find("KILL 5"), alone(5));
+        assert_eq!(find("KILL 5;"), alone(5));
+        assert_eq!(find("/*!50000 KILL 5 */"), KillInText::Alone(None));
+        assert_eq!(find("KILL USER bob"), KillInText::Alone(None));
+        for embedded in [
+            "SELECT 1; KILL 5",
+            "SELECT 1;KILL QUERY 5;",
+            "SELECT 1; /*!KILL 5*/",
+            "DO 1; /*M! KILL 5 */",
+            "SELECT 1; KILL 5; SELECT 'unterminated",
+            "PREPARE s FROM 'KILL 5'",
+            "EXECUTE IMMEDIATE 'KILL 5'",
+            "EXECUTE IMMEDIATE CONCAT('KI', 'LL 5')",
+        ] {
+            // The last one names no KILL the gateway can see; it is judged
+            // by the guardrails' dynamic-SQL rule, see docs/security.md.
+            if embedded.contains("CONCAT") {
+                assert_eq!(find(embedded), KillInText::Absent, "{embedded}");
+            } else {
+                assert_eq!(find(embedded), KillInText::Embedded, "{embedded}");
+            }
+        }
+        for absent in [
+            "SELECT 1",
+            "SELECT 'KILL 5'",
+            "SELECT 1; SELECT 'kill me'",
+            "CALL kill_old_jobs()",
+            "SELECT skill FROM t",
+        ] {
+            assert_eq!(find(absent), KillInText::Absent, "{absent}");
+        }
     }
 }

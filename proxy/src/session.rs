@@ -31,7 +31,7 @@ use crate::protocol::response::{codes, encode_ok, ErrInfo, OkInfo, SERVER_STATUS
 use crate::protocol::{
     CapabilityFlags, Malformed, MariadbCapabilities, Packet, PacketCodec, PacketError,
 };
-use crate::registry::{self, LiveSession};
+use crate::registry::{self, KillInText, LiveSession};
 use crate::server::Shared;
 use crate::sql::AnalysisCache;
 use crate::stream::Stream;
@@ -929,10 +929,14 @@ impl Session {
                     }
                     Err(denial) => return self.refuse(summary, code, masking_denied(denial)).await,
                 }
-                if registry::is_kill(sql) {
-                    match self.rewrite_kill(registry::parse_kill(sql)) {
+                match registry::find_kill(sql, &analysis) {
+                    KillInText::Absent => {}
+                    KillInText::Alone(kill) => match self.rewrite_kill(kill) {
                         Ok(rewritten) => forward = rewritten,
                         Err(err) => return self.refuse(summary, code, err).await,
+                    },
+                    KillInText::Embedded => {
+                        return self.refuse(summary, code, kill_not_alone()).await;
                     }
                 }
             }
@@ -990,6 +994,9 @@ impl Session {
                         Ok(g) => prepared_guard = Some(g),
                         Err(e) => return self.guard_refused(summary, code, e).await,
                     }
+                }
+                if registry::find_kill(&packet.payload[1..], &analysis) != KillInText::Absent {
+                    return self.refuse(summary, code, kill_not_alone()).await;
                 }
                 prepared = Some(analysis);
                 let sql = summary.sql.as_deref().unwrap_or_default();
@@ -1643,6 +1650,17 @@ fn grant_instant(deadline: Option<std::time::SystemTime>) -> tokio::time::Instan
 /// Strict masking refused a statement.
 fn masking_denied(denial: crate::masking::Denial) -> ErrInfo {
     ErrInfo::new(codes::REFUSED_BY_POLICY, "42000", denial.0)
+}
+
+/// A KILL the gateway cannot rewrite to the server's connection id (see
+/// [`KillInText::Embedded`]).
+fn kill_not_alone() -> ErrInfo {
+    ErrInfo::new(
+        codes::NOT_SUPPORTED,
+        "42000",
+        "Chaperone: KILL must be sent as a query of its own (not with other statements, \
+         not prepared, not as dynamic SQL): the gateway maps the connection id it names",
+    )
 }
 
 fn unknown_statement(id: Option<u32>) -> ErrInfo {

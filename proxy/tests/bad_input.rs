@@ -570,3 +570,56 @@ async fn idle_timeout() {
     assert_eq!(gw.session_ends()[0].reason, "idle_timeout");
     gw.stop().await;
 }
+
+/// A KILL that the gateway cannot rewrite to the server's connection id never
+/// reaches the server. Every session of a target shares the gateway's upstream
+/// user, which may kill its own connections: a KILL naming a server id must not
+/// slip through beside another statement, prepared, or as dynamic SQL, or one
+/// agent could end another's session.
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_hidden_from_the_id_mapping_is_refused() {
+    let gw = TestGateway::start().await;
+    let mut victim = SqlClient::via(gw.addr, APP_USER, APP_PASSWORD, None)
+        .await
+        .expect("victim logs in");
+    let upstream_id = gw
+        .session_by_connection_id(victim.connection_id())
+        .expect("victim's session")
+        .upstream_connection_id;
+    let mut attacker = SqlClient::via(gw.addr, APP_USER, APP_PASSWORD, None)
+        .await
+        .expect("attacker logs in");
+    for sql in [
+        format!("SELECT 1; KILL {upstream_id}"),
+        format!("SELECT 1;KILL QUERY {upstream_id};"),
+        format!("DO 1; /*!KILL {upstream_id}*/"),
+        format!("PREPARE s FROM 'KILL {upstream_id}'"),
+        format!("EXECUTE IMMEDIATE 'KILL {upstream_id}'"),
+    ] {
+        let err = attacker.query(&sql).await.expect_err(&sql).to_string();
+        assert!(
+            err.contains("KILL must be sent as a query of its own"),
+            "{sql}: {err}"
+        );
+    }
+    let err = attacker
+        .prepare(&format!("KILL {upstream_id}"))
+        .await
+        .expect_err("prepared KILL")
+        .to_string();
+    assert!(
+        err.contains("KILL must be sent as a query of its own"),
+        "{err}"
+    );
+    // The attacker's connection is fine, and the victim's was never touched.
+    assert_eq!(attacker.scalar("SELECT 2").await.as_deref(), Some("2"));
+    assert_eq!(victim.scalar("SELECT 1").await.as_deref(), Some("1"));
+    assert_eq!(
+        victim.scalar("SELECT CONNECTION_ID()").await,
+        Some(upstream_id.to_string()),
+        "the victim still runs on the same server connection"
+    );
+    attacker.quit().await;
+    victim.quit().await;
+    gw.stop().await;
+}
