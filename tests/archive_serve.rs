@@ -3,54 +3,13 @@
 //! a full spool refusing statements through a real client (nothing executes
 //! unrecorded).
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_chaperone");
+mod common;
 
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!(
-            "chp_rec_{tag}_{}_{}",
-            std::process::id(),
-            Instant::now().elapsed().as_nanos()
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn root_sql(sql: &str) -> String {
-    let out = Command::new("mariadb")
-        .args(["-h127.0.0.1", "-P3306", "-uroot", "-N", "-B", "-e", sql])
-        .output()
-        .expect("mariadb client");
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use common::*;
 
 fn write_config(dir: &Path, port: u16, extra_archive: &str) -> PathBuf {
     let path = dir.join("chaperone.toml");
@@ -85,43 +44,6 @@ signing_key_file = "{key}"
     .unwrap();
     std::fs::write(dir.join("signing.key"), "11".repeat(32)).unwrap();
     path
-}
-
-fn serve(config: &Path, log: &Path, port: u16) -> Child {
-    let child = Command::new(BIN)
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .env("CHAPERONE_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .expect("chaperone serve");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "gateway did not listen: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
-}
-
-fn terminate(mut child: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("chaperone serve did not stop on SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn verify(archive: &Path) -> Output {
@@ -206,7 +128,7 @@ fn sigkill_during_sysbench_loses_nothing_forwarded() {
     let dir = Dir::new("crash");
     let port = free_port();
     let config = write_config(&dir.0, port, "");
-    let gateway = serve(&config, &dir.0.join("serve1.log"), port);
+    let gateway = serve(&config, &dir.0.join("serve1.log"), &[port]);
     let load = Command::new("sysbench")
         .args([
             "oltp_insert",
@@ -243,7 +165,7 @@ fn sigkill_during_sysbench_loses_nothing_forwarded() {
     );
 
     // Restart: the spool is recovered, sealed and uploaded; then a clean stop.
-    let gateway = serve(&config, &dir.0.join("serve2.log"), port);
+    let gateway = serve(&config, &dir.0.join("serve2.log"), &[port]);
     terminate(gateway);
     let log2 = std::fs::read_to_string(dir.0.join("serve2.log")).unwrap();
     assert!(log2.contains("recovering spool log"), "{log2}");
@@ -312,7 +234,7 @@ fn a_full_spool_refuses_statements_and_nothing_runs_unrecorded() {
         r#"{"last_segment": 0, "last_manifest_sha256": null}"#,
     )
     .unwrap();
-    let gateway = serve(&config, &dir.0.join("serve.log"), port);
+    let gateway = serve(&config, &dir.0.join("serve.log"), &[port]);
     let mut refused_at = None;
     let mut message = String::new();
     for v in 0..3000 {

@@ -2,20 +2,13 @@
 //! (a real OIDC-style dev issuer, the gateway, the `mariadb` CLI as the agent,
 //! a local archive) and then the audit API and web UI over what it recorded.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_chaperone");
+mod common;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::*;
 
 struct Demo {
     child: Child,

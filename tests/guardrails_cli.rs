@@ -4,53 +4,16 @@
 //! the same approvals directory, where the request is still pending, is
 //! approved from the CLI, and the agent's retry runs.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_chaperone");
+mod common;
+
+use common::*;
 const ALICE: &str = "alice-cli-token-0123456789";
 const BOB: &str = "bob-cli-token-0123456789ab";
 const DB: &str = "chp_gr_cli";
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new() -> Dir {
-        let p = std::env::temp_dir().join(format!("chp_gr_cli_{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn root_sql(sql: &str) -> String {
-    let out = Command::new("mariadb")
-        .args(["-h127.0.0.1", "-P3306", "-uroot", "-N", "-B", "-e", sql])
-        .output()
-        .expect("mariadb client");
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn config(dir: &Path, port: u16, api_port: u16) -> PathBuf {
     let path = dir.join("chaperone.toml");
@@ -93,26 +56,6 @@ token = "{BOB}"
     )
     .unwrap();
     path
-}
-
-fn serve(config: &Path, port: u16, api_port: u16) -> Child {
-    let child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("CHAPERONE_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chaperone serve starts");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for p in [port, api_port] {
-        while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
-            assert!(Instant::now() < deadline, "chaperone serve listens on {p}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    child
 }
 
 /// `mariadb -e SQL` as the migrator, in the background.
@@ -182,10 +125,10 @@ fn held_statements_decided_from_the_cli_and_a_pending_request_survives_a_crash()
          CREATE TABLE {DB}.t1 (id INT PRIMARY KEY); CREATE TABLE {DB}.t2 (id INT PRIMARY KEY); \
          CREATE TABLE {DB}.t3 (id INT PRIMARY KEY)"
     ));
-    let dir = Dir::new();
+    let dir = Dir::new("gr_cli");
     let (port, api_port) = (free_port(), free_port());
     let cfg = config(&dir.0, port, api_port);
-    let mut gw = serve(&cfg, port, api_port);
+    let mut gw = serve(&cfg, &dir.0.join("serve.log"), &[port, api_port]);
 
     // Held, listed and shown from the CLI, approved from the CLI: it runs.
     let client = agent(port, "DROP TABLE t2");
@@ -234,7 +177,7 @@ fn held_statements_decided_from_the_cli_and_a_pending_request_survives_a_crash()
         !out.status.success(),
         "the agent's session died with the gateway"
     );
-    let mut gw = serve(&cfg, port, api_port);
+    let mut gw = serve(&cfg, &dir.0.join("serve2.log"), &[port, api_port]);
     assert_eq!(pending(api_port, "ALTER TABLE t1 ADD COLUMN c INT"), id);
     approvals(api_port, ALICE, &["approve", &id]);
     let show = String::from_utf8(approvals(api_port, BOB, &["show", &id]).stdout).unwrap();

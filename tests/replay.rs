@@ -2,50 +2,14 @@
 //! `chaperone serve` in front of MariaDB: a migration script (plain SQL through
 //! the `mariadb` CLI) run twice with a change between the runs.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_chaperone");
+mod common;
+
+use common::*;
 const DB: &str = "chp_rep_src";
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!("chp_rep_{tag}_{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn root_sql(sql: &str) {
-    let out = Command::new("mariadb")
-        .args(["-h127.0.0.1", "-P3306", "-uroot", "-N", "-B", "-e", sql])
-        .output()
-        .expect("mariadb client");
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn write_config(dir: &Path, port: u16) -> PathBuf {
     let path = dir.join("chaperone.toml");
@@ -84,35 +48,6 @@ payload_cap_bytes = 3000
     .unwrap();
     std::fs::write(dir.join("signing.key"), "22".repeat(32)).unwrap();
     path
-}
-
-fn serve(config: &Path, log: &Path, port: u16) -> Child {
-    let child = Command::new(BIN)
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .expect("chaperone serve");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "gateway did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
-}
-
-fn terminate(mut child: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("chaperone serve did not stop");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// The migration, run 1 and run 2 (`changed`: the UPDATE touches another row
@@ -165,18 +100,6 @@ fn run_as(port: u16, user: &str, sql: &str) {
     child.wait().unwrap();
 }
 
-fn chaperone(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn tmux(args: &[&str]) -> String {
     let o = Command::new("tmux").args(args).output().unwrap();
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -201,7 +124,7 @@ fn replay_diff_and_against_over_recorded_migrations() {
     let config = write_config(&dir.0, port);
     let archive = dir.0.join("archive");
     let archive_s = archive.to_str().unwrap().to_string();
-    let gw = serve(&config, &dir.0.join("gw.log"), port);
+    let gw = serve(&config, &dir.0.join("gw.log"), &[port]);
     root_sql(&format!(
         "DROP DATABASE IF EXISTS {DB}; CREATE DATABASE {DB}"
     ));
