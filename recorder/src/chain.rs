@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use chaperone_schemas::layout::Layout;
+use chaperone_schemas::lifecycle::LifecycleRecord;
 use chaperone_schemas::manifest::{sha256_hex, PreviousManifest};
 use serde::{Deserialize, Serialize};
 
@@ -63,7 +64,9 @@ pub fn save_local(spool_dir: &Path, state: &ChainState) -> std::io::Result<()> {
     crate::fsutil::sync_dir(spool_dir)
 }
 
-/// The chain as the store has it: the highest manifest of `gateway_id`.
+/// The chain as the store has it: the highest manifest of `gateway_id`, or the
+/// highest segment a lifecycle record (retention, compaction) took out of the
+/// store, whichever is higher, so that a gateway never reuses a segment number.
 pub async fn load_remote(
     store: &Store,
     layout: &Layout,
@@ -74,15 +77,31 @@ pub async fn load_remote(
         .iter()
         .filter_map(|(path, _)| layout.parse_manifest(path).map(|(_, n)| (n, path)))
         .max();
-    match last {
-        None => Ok(ChainState::default()),
-        Some((segment, path)) => {
-            let bytes = store.get(path).await?;
-            Ok(ChainState {
-                last_segment: segment,
-                last_manifest_sha256: Some(sha256_hex(&bytes)),
-                last_source_log: None,
-            })
+    let mut head = match last {
+        None => None,
+        Some((segment, path)) => Some((segment, sha256_hex(&store.get(path).await?))),
+    };
+    for (path, _) in store.list(&layout.gateway_lifecycle(gateway_id)).await? {
+        if layout.parse_lifecycle_record(&path).is_none() {
+            continue;
+        }
+        let bytes = store.get(&path).await?;
+        let record = LifecycleRecord::parse(&bytes).map_err(|e| StoreError::Config {
+            store: store.description.clone(),
+            message: format!("{path}: {e}"),
+        })?;
+        for s in record.segments {
+            if head.as_ref().is_none_or(|(n, _)| s.segment > *n) {
+                head = Some((s.segment, s.manifest_sha256));
+            }
         }
     }
+    Ok(match head {
+        None => ChainState::default(),
+        Some((segment, sha)) => ChainState {
+            last_segment: segment,
+            last_manifest_sha256: Some(sha),
+            last_source_log: None,
+        },
+    })
 }

@@ -78,6 +78,25 @@ pub struct ArchiveConfig {
     /// zstd level of the Parquet files (1 = fastest).
     #[serde(default = "default_zstd_level")]
     pub zstd_level: i32,
+    /// The retention policy `chaperone retention --config` applies (flags
+    /// override it). The gateway itself never deletes anything.
+    #[serde(default)]
+    pub retention: Option<RetentionConfig>,
+}
+
+/// `[archive.retention]`: what `chaperone retention` removes by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Segments whose newest row is older than this go: `90d`, `12w`, `2160h`.
+    pub older_than: String,
+    /// A file of legal holds, one per line: `session=<id>` or `subject=<agent>`.
+    #[serde(default)]
+    pub legal_hold_file: Option<PathBuf>,
+    /// Move instead of delete: copy the segments to this store first (a
+    /// directory or URL, e.g. a colder bucket), then delete them here.
+    #[serde(default)]
+    pub move_to: Option<String>,
 }
 
 fn default_spool_limit() -> u64 {
@@ -128,6 +147,7 @@ impl ArchiveConfig {
             signing_key_file: None,
             payload_cap_bytes: None,
             zstd_level: default_zstd_level(),
+            retention: None,
         }
     }
 
@@ -154,7 +174,39 @@ impl ArchiveConfig {
         if !(1..=22).contains(&self.zstd_level) {
             return bad("`zstd_level` must be between 1 and 22");
         }
+        if let Some(r) = &self.retention {
+            crate::since::parse_duration(&r.older_than).map_err(|e| {
+                ConfigError(format!("`retention.older_than`: {e}"))
+            })?;
+        }
         Ok(())
+    }
+
+    /// The manifest signing key the config names (`signing_key_env` or
+    /// `signing_key_file`), else the one a gateway generated beside its spool
+    /// (`<spool_dir>/signing-key`) if there is one.
+    pub fn existing_signing_key(&self) -> Result<Option<ed25519_dalek::SigningKey>, String> {
+        use chaperone_schemas::manifest::parse_signing_key;
+        let parse = |text: &str, what: &str| {
+            parse_signing_key(text)
+                .map(Some)
+                .map_err(|e| format!("{what}: {e}"))
+        };
+        if let Some(var) = &self.signing_key_env {
+            let text = std::env::var(var)
+                .map_err(|_| format!("environment variable {var} is not set"))?;
+            return parse(&text, var);
+        }
+        if let Some(path) = &self.signing_key_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            return parse(&text, &path.display().to_string());
+        }
+        let path = self.spool_dir.join("signing-key");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => parse(&text, &path.display().to_string()),
+            Err(_) => Ok(None),
+        }
     }
 
     pub fn segment_max_age(&self) -> Duration {

@@ -4,7 +4,9 @@
 //! append-only [`spool`] on local disk, seals [`segment`]s into zstd Parquet with a
 //! signed manifest ([`chain`]), and uploads them to the [`store`].
 //! [`verify`] checks an archive: signatures, hashes, the chain, and per-session
-//! sequence continuity.
+//! sequence continuity. [`lifecycle`]: retention and compaction, recorded in
+//! signed lifecycle records that `verify` follows; [`keyring`]: the keys a
+//! verifier trusts, per period (signing-key rotation).
 //!
 //! Read side: [`catalog`], one DataFusion catalog over the archive (tables,
 //! partition pruning, views), for `chaperone query` / `sessions`, the query UI
@@ -14,6 +16,8 @@ pub mod catalog;
 pub mod chain;
 pub mod config;
 mod fsutil;
+pub mod keyring;
+pub mod lifecycle;
 pub mod recorder;
 pub mod segment;
 pub mod since;

@@ -1256,26 +1256,12 @@ fn initial_chain(
 }
 
 fn load_signing_key(config: &ArchiveConfig) -> Result<ed25519_dalek::SigningKey, OpenError> {
-    use chaperone_schemas::manifest::parse_signing_key;
-    let parse = |text: &str, what: &str| {
-        parse_signing_key(text).map_err(|e| OpenError::Key(format!("{what}: {e}")))
-    };
-    if let Some(var) = &config.signing_key_env {
-        let text = std::env::var(var)
-            .map_err(|_| OpenError::Key(format!("environment variable {var} is not set")))?;
-        return parse(&text, var);
-    }
-    if let Some(path) = &config.signing_key_file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| OpenError::Key(format!("cannot read {}: {e}", path.display())))?;
-        return parse(&text, &path.display().to_string());
+    if let Some(key) = config.existing_signing_key().map_err(OpenError::Key)? {
+        return Ok(key);
     }
     // No key configured: one is generated and kept beside the spool, so that the
     // chain is at least signed consistently. Production configs set a key.
     let path = config.spool_dir.join("signing-key");
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        return parse(&text, &path.display().to_string());
-    }
     let seed: [u8; 32] = rand::random();
     let key = ed25519_dalek::SigningKey::from_bytes(&seed);
     let mut f = File::options()

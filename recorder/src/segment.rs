@@ -352,7 +352,7 @@ fn interrupted_statement(s: &OpenSession, p: &PendingRequest) -> CommandSummary 
 /// The rows of `batch` per partition, each sorted by session then the table's
 /// sequence column. The spool holds each session's rows in order already, so
 /// this groups (linear) instead of sorting whole rows.
-fn order_rows(table: Table, batch: &RecordBatch) -> BTreeMap<Partition, Vec<u32>> {
+pub(crate) fn order_rows(table: Table, batch: &RecordBatch) -> BTreeMap<Partition, Vec<u32>> {
     let mut out = BTreeMap::new();
     if batch.num_rows() == 0 {
         return out;
@@ -437,7 +437,7 @@ fn sort_if_needed(
     }
 }
 
-fn take_rows(batch: &RecordBatch, indices: &[u32]) -> Result<RecordBatch, SealError> {
+pub(crate) fn take_rows(batch: &RecordBatch, indices: &[u32]) -> Result<RecordBatch, SealError> {
     if indices.len() == batch.num_rows() && indices.iter().enumerate().all(|(i, &j)| i as u32 == j)
     {
         return Ok(batch.clone());
@@ -506,7 +506,7 @@ fn session_seqs(
     out.into_values().collect()
 }
 
-fn time_range(table: Table, batch: &RecordBatch) -> (i64, i64) {
+pub(crate) fn time_range(table: Table, batch: &RecordBatch) -> (i64, i64) {
     let time = batch
         .column(
             batch
@@ -588,6 +588,21 @@ fn write_parquet(
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     file.sync_all()?;
     Ok((hex::encode(out.hasher.finalize()), out.bytes))
+}
+
+/// One Parquet file in memory, written as sealing writes it (compaction).
+pub(crate) fn parquet_bytes(
+    table: Table,
+    batch: &RecordBatch,
+    zstd_level: i32,
+) -> Result<Vec<u8>, SealError> {
+    let mut writer = ArrowWriter::try_new(
+        Vec::new(),
+        table.schema(),
+        Some(writer_properties(table, zstd_level)),
+    )?;
+    writer.write(batch)?;
+    Ok(writer.into_inner()?)
 }
 
 struct HashingWriter<W: Write> {

@@ -1,6 +1,17 @@
 //! `--since` values of the CLI: a duration back from now (`90s`, `30m`, `24h`,
 //! `7d`, `2w`) or a point in time (`2024-03-05`, `2024-03-05T07:00:00Z`).
 
+/// A duration (`90s`, `30m`, `24h`, `7d`, `2w`) in nanoseconds.
+pub fn parse_duration(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    match parse_since(text, 0) {
+        Ok(ns) if ns <= 0 && text.chars().last().is_some_and(|c| c.is_ascii_lowercase()) => Ok(-ns),
+        _ => Err(format!(
+            "{text:?} is not a duration: use a number and s, m, h, d or w (90d, 12w)"
+        )),
+    }
+}
+
 /// The Unix time (nanoseconds) that `text` names, relative to `now_ns`.
 pub fn parse_since(text: &str, now_ns: i64) -> Result<i64, String> {
     let text = text.trim();
@@ -47,5 +58,8 @@ mod tests {
         assert_eq!(parse_since("1970-01-02", now), Ok(86_400_000_000_000));
         assert_eq!(parse_since("1970-01-01T00:01:00Z", now), Ok(60_000_000_000));
         assert!(parse_since("yesterday", now).is_err());
+        assert_eq!(parse_duration("90d"), Ok(90 * 86_400_000_000_000));
+        assert!(parse_duration("2024-03-05").is_err());
+        assert!(parse_duration("soon").is_err());
     }
 }

@@ -19,6 +19,8 @@ use crate::FORMAT_VERSION;
 pub const SEGMENT_DIGITS: usize = 10;
 /// The folder of manifests, beside the tables.
 pub const MANIFESTS_DIR: &str = "manifests";
+/// The folder of lifecycle records (retention, compaction), beside the manifests.
+pub const LIFECYCLE_DIR: &str = "lifecycle";
 /// Extension of data files.
 pub const DATA_FILE_EXTENSION: &str = "parquet";
 /// Extension of manifests.
@@ -124,6 +126,60 @@ impl Layout {
         )
     }
 
+    /// `<prefix>/v1/<table>/date=YYYY-MM-DD/hour=HH/<gateway>-<first>_<last>.parquet`:
+    /// a compacted file holding the rows of segments `first..=last`.
+    pub fn compacted_data_file(
+        &self,
+        table: Table,
+        partition: Partition,
+        gateway_id: &str,
+        first: u64,
+        last: u64,
+    ) -> String {
+        format!(
+            "{}/{}/{gateway_id}-{}_{}.{DATA_FILE_EXTENSION}",
+            self.table_root(table),
+            partition.path(),
+            segment_name(first),
+            segment_name(last)
+        )
+    }
+
+    /// `<prefix>/v1/lifecycle/<gateway>`.
+    pub fn gateway_lifecycle(&self, gateway_id: &str) -> String {
+        format!("{}/{LIFECYCLE_DIR}/{gateway_id}", self.root())
+    }
+
+    /// `<prefix>/v1/lifecycle`.
+    pub fn lifecycle_root(&self) -> String {
+        format!("{}/{LIFECYCLE_DIR}", self.root())
+    }
+
+    /// `<prefix>/v1/lifecycle/<gateway>/<sequence>.json`.
+    pub fn lifecycle_record(&self, gateway_id: &str, sequence: u64) -> String {
+        format!(
+            "{}/{}.{MANIFEST_EXTENSION}",
+            self.gateway_lifecycle(gateway_id),
+            segment_name(sequence)
+        )
+    }
+
+    /// Reads `(gateway, sequence)` back from a lifecycle record path.
+    pub fn parse_lifecycle_record(&self, path: &str) -> Option<(String, u64)> {
+        let rest = path
+            .strip_prefix(&self.lifecycle_root())?
+            .strip_prefix('/')?;
+        let (gateway, file) = rest.split_once('/')?;
+        let number = file.strip_suffix(&format!(".{MANIFEST_EXTENSION}"))?;
+        if !valid_gateway_id(gateway)
+            || number.is_empty()
+            || !number.bytes().all(|b| b.is_ascii_digit())
+        {
+            return None;
+        }
+        Some((gateway.to_string(), number.parse().ok()?))
+    }
+
     /// `<prefix>/v1/manifests`.
     pub fn manifests_root(&self) -> String {
         format!("{}/{MANIFESTS_DIR}", self.root())
@@ -177,6 +233,32 @@ impl Layout {
         }
         Some((table, gateway.to_string(), number.parse().ok()?))
     }
+
+    /// Reads `(table, gateway, first, last)` back from a compacted data file path.
+    pub fn parse_compacted_data_file(&self, path: &str) -> Option<(Table, String, u64, u64)> {
+        let rest = path.strip_prefix(&self.root())?.strip_prefix('/')?;
+        let mut parts = rest.split('/');
+        let table = Table::from_name(parts.next()?)?;
+        parts.next()?.strip_prefix("date=")?;
+        parts.next()?.strip_prefix("hour=")?;
+        let file = parts.next()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        let stem = file.strip_suffix(&format!(".{DATA_FILE_EXTENSION}"))?;
+        let (gateway, range) = stem.rsplit_once('-')?;
+        let (first, last) = range.split_once('_')?;
+        let digits = |n: &str| n.len() >= SEGMENT_DIGITS && n.bytes().all(|b| b.is_ascii_digit());
+        if !digits(first) || !digits(last) || !valid_gateway_id(gateway) {
+            return None;
+        }
+        Some((
+            table,
+            gateway.to_string(),
+            first.parse().ok()?,
+            last.parse().ok()?,
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -204,6 +286,23 @@ mod tests {
         assert_eq!(
             Layout::new("").manifest("g", 1),
             "v1/manifests/g/0000000001.json"
+        );
+        let compacted = layout.compacted_data_file(Table::Frames, p, "gateway-1", 3, 9);
+        assert_eq!(
+            compacted,
+            "audit/prod/v1/frames/date=2024-03-05/hour=07/gateway-1-0000000003_0000000009.parquet"
+        );
+        assert_eq!(layout.parse_data_file(&compacted), None);
+        assert_eq!(
+            layout.parse_compacted_data_file(&compacted),
+            Some((Table::Frames, "gateway-1".to_string(), 3, 9))
+        );
+        assert_eq!(layout.parse_compacted_data_file(&path), None);
+        let record = layout.lifecycle_record("gateway-1", 2);
+        assert_eq!(record, "audit/prod/v1/lifecycle/gateway-1/0000000002.json");
+        assert_eq!(
+            layout.parse_lifecycle_record(&record),
+            Some(("gateway-1".into(), 2))
         );
     }
 

@@ -7,11 +7,13 @@
 //! - [`tables`]: the Arrow schemas of `sessions`, `statements` and `frames`;
 //! - [`rows`]: tap events to Arrow record batches;
 //! - [`layout`]: object paths and partitions in the store;
-//! - [`manifest`]: per-segment manifests, their hash chain and signature.
+//! - [`manifest`]: per-segment manifests, their hash chain and signature;
+//! - [`lifecycle`]: what retention and compaction removed or replaced.
 
 pub mod event;
 pub mod identity;
 pub mod layout;
+pub mod lifecycle;
 pub mod manifest;
 pub mod rows;
 pub mod tables;

@@ -125,6 +125,12 @@ pub struct Signature {
     pub algorithm: String,
     /// Hex of the 32-byte Ed25519 public key that signed.
     pub public_key: String,
+    /// Short id of that key ([`key_id`]), to pick it from a keyring and to name
+    /// it in reports. Not covered by the signature (nothing in `signature` is);
+    /// a verifier always checks the key bytes, never the id alone. Absent in
+    /// manifests written before key ids existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
     /// Base64 (standard, padded) of the 64-byte signature.
     pub value: String,
 }
@@ -170,13 +176,7 @@ impl Manifest {
     pub fn sign(&mut self, key: &ed25519_dalek::SigningKey) -> Vec<u8> {
         self.signature = None;
         let value = serde_json::to_value(&*self).expect("a manifest serializes");
-        let signature = key.sign(&signing_message(&value));
-        let b64 = base64::engine::general_purpose::STANDARD;
-        self.signature = Some(Signature {
-            algorithm: SIGNATURE_ALGORITHM.to_string(),
-            public_key: hex::encode(key.verifying_key().as_bytes()),
-            value: b64.encode(signature.to_bytes()),
-        });
+        self.signature = Some(sign_value(&value, key));
         let mut bytes = serde_json::to_vec_pretty(&*self).expect("a manifest serializes");
         bytes.push(b'\n');
         bytes
@@ -186,6 +186,26 @@ impl Manifest {
     pub fn parse(bytes: &[u8]) -> Result<Manifest, ManifestError> {
         serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse(e.to_string()))
     }
+}
+
+/// The signature of a JSON record (a manifest or a lifecycle record, without its
+/// `signature` member) by `key`.
+pub fn sign_value(value: &serde_json::Value, key: &ed25519_dalek::SigningKey) -> Signature {
+    let signature = key.sign(&signing_message(value));
+    Signature {
+        algorithm: SIGNATURE_ALGORITHM.to_string(),
+        public_key: hex::encode(key.verifying_key().as_bytes()),
+        key_id: Some(key_id(&key.verifying_key())),
+        value: base64::engine::general_purpose::STANDARD.encode(signature.to_bytes()),
+    }
+}
+
+/// The short id of a signing key: `ed25519:` and the first 16 hex digits of the
+/// SHA-256 of its 32 public key bytes. Derived from the key, so it needs no
+/// registry and cannot name two keys by mistake (short of a 64-bit collision,
+/// which is why verification checks the full key).
+pub fn key_id(key: &ed25519_dalek::VerifyingKey) -> String {
+    format!("ed25519:{}", &sha256_hex(key.as_bytes())[..16])
 }
 
 /// Checks the signature of stored manifest bytes. With `trusted`, the signer must
