@@ -12,6 +12,7 @@ mod replay;
 use replay::{DiffArgs, ReplayArgs};
 
 mod demo;
+mod lifecycle;
 
 #[derive(Parser)]
 #[command(
@@ -59,9 +60,14 @@ enum Command {
         /// Only segments with rows this recent: 24h, 7d, 2024-03-05, or an RFC 3339 time.
         #[arg(long)]
         since: Option<String>,
-        /// Require manifests signed by this Ed25519 public key (hex or base64).
+        /// Require manifests signed by this Ed25519 public key (hex or base64);
+        /// repeat for several keys.
         #[arg(long, env = "CHAPERONE_ARCHIVE_PUBLIC_KEY")]
-        public_key: Option<String>,
+        public_key: Vec<String>,
+        /// Require signatures by the keys of this keyring, each within its
+        /// period (TOML `[[key]]` entries; see docs/operations.md, key rotation).
+        #[arg(long)]
+        keyring: Option<PathBuf>,
         /// Only this gateway's chain.
         #[arg(long)]
         gateway: Option<String>,
@@ -116,6 +122,13 @@ enum Command {
         #[command(flatten)]
         archive: ArchiveArgs,
     },
+    /// Delete (or move) archive segments older than a policy, except those
+    /// under legal hold; recorded so that `verify` still passes.
+    Retention(lifecycle::RetentionArgs),
+    /// Merge small archive segments into larger files, preserving verifiability.
+    Compact(lifecycle::CompactArgs),
+    /// Write a new Ed25519 manifest-signing key and print its public key.
+    Keygen(lifecycle::KeygenArgs),
     /// Write a self-signed TLS certificate and key for development.
     DevCert {
         /// Directory to write cert.pem and key.pem into.
@@ -227,8 +240,12 @@ fn main() -> anyhow::Result<()> {
             store,
             since,
             public_key,
+            keyring,
             gateway,
-        } => verify(config, store, since, public_key, gateway),
+        } => verify(config, store, since, public_key, keyring, gateway),
+        Command::Retention(args) => lifecycle::retention(args),
+        Command::Compact(args) => lifecycle::compact(args),
+        Command::Keygen(args) => lifecycle::keygen(args),
         Command::Demo {
             dir,
             listen,
@@ -429,18 +446,26 @@ fn archive_store(
     Ok(match location {
         Some(location) => chaperone_recorder::Store::open(&location, &Default::default())?,
         None => {
-            let gateway_config = chaperone_proxy::Config::load(config)
-                .with_context(|| format!("loading {} (or pass {flag})", config.display()))?;
-            let section = gateway_config.archive.as_ref().with_context(|| {
-                format!(
-                    "{} has no [archive] section (or pass {flag})",
-                    config.display()
-                )
-            })?;
-            let archive = chaperone_recorder::ArchiveConfig::from_toml(section)?;
+            let archive = archive_config(config, flag)?;
             chaperone_recorder::Store::open(&archive.store, &archive.store_options)?
         }
     })
+}
+
+/// The `[archive]` section of a gateway config.
+fn archive_config(
+    config: &std::path::Path,
+    flag: &str,
+) -> anyhow::Result<chaperone_recorder::ArchiveConfig> {
+    let gateway_config = chaperone_proxy::Config::load(config)
+        .with_context(|| format!("loading {} (or pass {flag})", config.display()))?;
+    let section = gateway_config.archive.as_ref().with_context(|| {
+        format!(
+            "{} has no [archive] section (or pass {flag})",
+            config.display()
+        )
+    })?;
+    Ok(chaperone_recorder::ArchiveConfig::from_toml(section)?)
 }
 
 /// Runs one query over the archive and prints the result.
@@ -477,7 +502,8 @@ fn verify(
     config: PathBuf,
     store: Option<String>,
     since: Option<String>,
-    public_key: Option<String>,
+    public_key: Vec<String>,
+    keyring: Option<PathBuf>,
     gateway: Option<String>,
 ) -> anyhow::Result<()> {
     use chaperone_recorder::verify::{verify, VerifyOptions};
@@ -488,9 +514,17 @@ fn verify(
             .map(|s| chaperone_recorder::since::parse_since(&s, chaperone_schemas::event::now_ns()))
             .transpose()
             .map_err(anyhow::Error::msg)?,
-        trusted_key: public_key
-            .map(|k| chaperone_schemas::manifest::parse_verifying_key(&k))
-            .transpose()?,
+        keyring: match (keyring, public_key.is_empty()) {
+            (Some(path), true) => Some(chaperone_recorder::keyring::Keyring::load(&path)?),
+            (None, false) => Some(chaperone_recorder::keyring::Keyring::always(
+                public_key
+                    .iter()
+                    .map(|k| chaperone_schemas::manifest::parse_verifying_key(k))
+                    .collect::<Result<_, _>>()?,
+            )),
+            (None, true) => None,
+            (Some(_), false) => anyhow::bail!("use --keyring or --public-key, not both"),
+        },
         gateway,
     };
     let report = tokio::runtime::Builder::new_current_thread()

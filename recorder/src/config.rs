@@ -175,9 +175,8 @@ impl ArchiveConfig {
             return bad("`zstd_level` must be between 1 and 22");
         }
         if let Some(r) = &self.retention {
-            crate::since::parse_duration(&r.older_than).map_err(|e| {
-                ConfigError(format!("`retention.older_than`: {e}"))
-            })?;
+            crate::since::parse_duration(&r.older_than)
+                .map_err(|e| ConfigError(format!("`retention.older_than`: {e}")))?;
         }
         Ok(())
     }
@@ -193,8 +192,8 @@ impl ArchiveConfig {
                 .map_err(|e| format!("{what}: {e}"))
         };
         if let Some(var) = &self.signing_key_env {
-            let text = std::env::var(var)
-                .map_err(|_| format!("environment variable {var} is not set"))?;
+            let text =
+                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?;
             return parse(&text, var);
         }
         if let Some(path) = &self.signing_key_file {

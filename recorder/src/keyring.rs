@@ -188,7 +188,10 @@ mod tests {
         assert!(late.contains("outside the period"), "{late}");
         assert!(ring.check(&new_hex, switch - 1).is_err());
         let stranger = hex::encode([9u8; 32]);
-        assert!(ring.check(&stranger, 0).unwrap_err().contains("not a trusted key"));
+        assert!(ring
+            .check(&stranger, 0)
+            .unwrap_err()
+            .contains("not a trusted key"));
         assert!(Keyring::parse("[[key]]\npublic_key = \"xyz\"").is_err());
         assert!(Keyring::parse("").is_err());
     }

@@ -362,14 +362,15 @@ pub async fn subjects_sessions(
         .await?;
     let mut out = BTreeSet::new();
     for b in batches {
-        let ids = arrow::array::AsArray::as_string_view_opt(b.column(0))
-            .map(|a| a.iter().flatten().map(str::to_string).collect::<Vec<_>>())
-            .or_else(|| {
-                arrow::array::AsArray::as_string_opt::<i32>(b.column(0))
-                    .map(|a| a.iter().flatten().map(str::to_string).collect())
-            })
-            .unwrap_or_default();
-        out.extend(ids);
+        // Whatever string type the scan produced (Utf8, Utf8View, a dictionary).
+        let ids = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)
+            .map_err(|e| crate::catalog::CatalogError::Query(e.into()))?;
+        out.extend(
+            arrow::array::AsArray::as_string::<i32>(&ids)
+                .iter()
+                .flatten()
+                .map(str::to_string),
+        );
     }
     Ok(out)
 }
@@ -500,7 +501,11 @@ async fn put_record(store: &Store, path: &str, bytes: Vec<u8>) -> Result<(), Lif
 }
 
 async fn delete(store: &Store, path: &str) -> Result<(), StoreError> {
-    match store.inner.delete(&object_store::path::Path::from(path)).await {
+    match store
+        .inner
+        .delete(&object_store::path::Path::from(path))
+        .await
+    {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
         Err(e) => Err(e.into()),
     }
@@ -720,9 +725,7 @@ fn merge_sessions<'a>(lists: impl Iterator<Item = &'a SessionSeqs>) -> Vec<Sessi
         let mut merged: Vec<[u64; 2]> = Vec::new();
         for r in s.seq_ranges.drain(..) {
             match merged.last_mut() {
-                Some(last) if r[0] <= last[1].saturating_add(1) && r[0] > last[1] => {
-                    last[1] = r[1]
-                }
+                Some(last) if r[0] <= last[1].saturating_add(1) && r[0] > last[1] => last[1] = r[1],
                 _ => merged.push(r),
             }
         }
@@ -779,10 +782,8 @@ pub async fn compact(
         let mut result = GatewayOutcome::default();
         let total = groups.len();
         for (gi, group) in groups.into_iter().enumerate() {
-            let manifests: Vec<StoredManifest> = group
-                .iter()
-                .map(|s| archive.manifests[s].clone())
-                .collect();
+            let manifests: Vec<StoredManifest> =
+                group.iter().map(|s| archive.manifests[s].clone()).collect();
             let old_files: Vec<ManifestFile> = manifests
                 .iter()
                 .flat_map(|m| m.manifest.files.iter().cloned())
@@ -908,16 +909,17 @@ pub async fn compact(
                 "gateway {gateway}: {}/{total}: segments {first}-{last} ({} files) -> {} ({path})",
                 gi + 1,
                 old_files.len(),
-                layout.compacted_data_file(
-                    Table::Frames,
-                    chaperone_schemas::layout::Partition::of_ns(0),
-                    &gateway,
-                    first,
-                    last
-                )
-                .rsplit('/')
-                .next()
-                .unwrap_or_default(),
+                layout
+                    .compacted_data_file(
+                        Table::Frames,
+                        chaperone_schemas::layout::Partition::of_ns(0),
+                        &gateway,
+                        first,
+                        last
+                    )
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default(),
             ));
             result.records.push(path);
         }
@@ -962,6 +964,9 @@ mod tests {
         .unwrap();
         assert_eq!(h.describe(), vec!["session=abc", "subject=agent-x"]);
         assert!(h.add("abc").is_err());
-        assert!(h.add_file("subject=\n", "f").unwrap_err().contains("f line 1"));
+        assert!(h
+            .add_file("subject=\n", "f")
+            .unwrap_err()
+            .contains("f line 1"));
     }
 }

@@ -462,11 +462,7 @@ pub async fn verify(store: &Store, options: &VerifyOptions) -> Result<Report, St
     for (gateway, segments) in &by_gateway {
         let gateway_records = records.get(gateway).unwrap_or(&no_records);
         let (accounted, retired) = check_records(&mut report, gateway, gateway_records, options);
-        let known: BTreeSet<u64> = segments
-            .keys()
-            .chain(accounted.keys())
-            .copied()
-            .collect();
+        let known: BTreeSet<u64> = segments.keys().chain(accounted.keys()).copied().collect();
         // Read and check every manifest of the gateway; select those in range.
         let mut previous: Option<(u64, String, String)> = None; // (segment, sha, path)
         let all_max = known.iter().next_back().copied().unwrap_or(0);

@@ -24,7 +24,10 @@ fn snippets(engine: &str) -> Vec<String> {
         .map(|rest| {
             let body = rest.split_once("```").expect("a code block").1;
             let body = body.split_once('\n').expect("a language tag").1;
-            body.split_once("```").expect("the block ends").0.to_string()
+            body.split_once("```")
+                .expect("the block ends")
+                .0
+                .to_string()
         })
         .collect()
 }

@@ -255,7 +255,9 @@ fn retention_on_s3_moves_segments_to_a_cold_store_and_verifies() {
     let report = check(&store);
     assert!(report.ok(), "{report}");
     assert_eq!(report.segments_removed, moved.segments.len());
-    assert!(report.to_string().contains(&format!("moved to {}", cold_dir.display())));
+    assert!(report
+        .to_string()
+        .contains(&format!("moved to {}", cold_dir.display())));
 
     // Nothing lost: the rows left plus the rows moved are the rows before.
     let left = query(&store, "SELECT count(*) AS n FROM frames");
