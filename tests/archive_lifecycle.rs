@@ -5,37 +5,13 @@
 //! `chaperone retention` with a legal hold by subject (verify passes and names
 //! what retention removed).
 
-use std::net::TcpListener;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_chaperone");
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!("chp_lc_{tag}_{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{chaperone, free_port, root_sql, terminate, Dir};
 
 fn write_config(dir: &Path, port: u16, key: &Path) -> PathBuf {
     let path = dir.join("chaperone.toml");
@@ -74,37 +50,8 @@ signing_key_file = "{key}"
     path
 }
 
-fn serve(config: &Path, log: &Path, port: u16) -> Child {
-    let child = Command::new(BIN)
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .expect("chaperone serve");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "gateway did not listen: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
-}
-
-fn terminate(mut child: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("chaperone serve did not stop on SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn serve(config: &Path, log: &Path, port: u16) -> std::process::Child {
+    common::serve(config, log, &[port])
 }
 
 /// Runs SQL through the gateway as `user` with the mariadb client.
@@ -128,10 +75,6 @@ fn client(port: u16, user: &str, password: &str, sql: &str) {
         "{sql}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn chaperone(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
 }
 
 fn ok(out: Output) -> String {
@@ -215,18 +158,10 @@ fn compaction_key_rotation_and_retention_on_an_archive_of_real_sessions() {
         .success());
     let port = free_port();
     let config = write_config(&dir.0, port, &old_key);
-    let setup = Command::new("mariadb")
-        .args([
-            "-h127.0.0.1",
-            "-P3306",
-            "-uroot",
-            "-e",
-            "DROP DATABASE IF EXISTS chp_lc_cli; CREATE DATABASE chp_lc_cli; \
-             CREATE TABLE chp_lc_cli.events (id INT AUTO_INCREMENT PRIMARY KEY, who VARCHAR(20), round INT)",
-        ])
-        .status()
-        .unwrap();
-    assert!(setup.success());
+    root_sql(
+        "DROP DATABASE IF EXISTS chp_lc_cli; CREATE DATABASE chp_lc_cli; \
+         CREATE TABLE chp_lc_cli.events (id INT AUTO_INCREMENT PRIMARY KEY, who VARCHAR(20), round INT)",
+    );
 
     // Sessions of two agents over many small segments, with the old key.
     let gw = serve(&config, &dir.0.join("gw1.log"), port);
