@@ -15,8 +15,9 @@ pub struct ArchiveArgs {
     /// store of --config.
     #[arg(long, env = "CHAPERONE_ARCHIVE")]
     archive: Option<String>,
-    /// The gateway config (its `[archive]` store, and its targets, which
-    /// `--against` refuses to touch).
+    /// The gateway config (its `[archive]` store; its targets, which
+    /// `--against` refuses to touch; its `[masking]`, which `--against` applies
+    /// as the recorded role's before comparing result hashes).
     #[arg(long, short, env = "CHAPERONE_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -104,8 +105,13 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let archive = rt.block_on(Archive::open(&location))?;
     if let Some(dsn) = &args.against {
         let dsn = Dsn::parse(dsn)?;
+        let mut masking = None;
         if let Some(path) = &args.archive.config {
             let config = load_config(path)?;
+            masking = Some(std::sync::Arc::new(
+                chaperone_proxy::masking::Masking::compile(&config.masking)
+                    .with_context(|| format!("the [masking] section of {}", path.display()))?,
+            ));
             for (name, t) in &config.targets {
                 if same_server(&t.address, &dsn.address) && !args.i_know {
                     anyhow::bail!(
@@ -121,6 +127,7 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             read_only: args.read_only,
             rollback: args.rollback,
             connect_timeout: None,
+            masking,
         };
         let cancel = async move {
             interrupt.recv().await;

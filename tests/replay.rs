@@ -11,7 +11,8 @@ mod common;
 use common::*;
 const DB: &str = "chp_rep_src";
 
-fn write_config(dir: &Path, port: u16) -> PathBuf {
+/// The gateway config of these tests; `extra`: more TOML at the end.
+fn write_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
     let path = dir.join("chaperone.toml");
     std::fs::write(
         &path,
@@ -39,6 +40,7 @@ spool_dir = "{spool}"
 segment_max_age_ms = 300
 signing_key_file = "{key}"
 payload_cap_bytes = 3000
+{extra}
 "#,
             archive = dir.join("archive").display(),
             spool = dir.join("spool").display(),
@@ -121,7 +123,7 @@ fn wait_pane(session: &str, needle: &str) -> String {
 fn replay_diff_and_against_over_recorded_migrations() {
     let dir = Dir::new("e2e");
     let port = free_port();
-    let config = write_config(&dir.0, port);
+    let config = write_config(&dir.0, port, "");
     let archive = dir.0.join("archive");
     let archive_s = archive.to_str().unwrap().to_string();
     let gw = serve(&config, &dir.0.join("gw.log"), &[port]);
@@ -389,6 +391,188 @@ fn replay_diff_and_against_over_recorded_migrations() {
     assert!(text(&out).contains(name), "{}", text(&out));
 
     root_sql(&format!("DROP DATABASE IF EXISTS {DB}"));
+}
+
+/// The masking of the replay tests: e-mails hashed by rule (keyed: the same
+/// key must be in the replay's environment), detectors on every other value.
+const MASKING: &str = r#"
+[users.analyst]
+target = "db"
+password = "analyst-secret"
+plugin = "mysql_native_password"
+[masking]
+key_env = "CHP_REP_MASK_KEY"
+[[masking.roles."*".rules]]
+name = "customer-email"
+table = "customers"
+column = "email"
+strategy = "hash"
+"#;
+const MASK_KEY: &str = "chp-replay-masking-key-0123456789";
+const MASK_SRC: &str = "chp_rep_mask_src";
+const MASK_TGT: &str = "chp_rep_mask_tgt";
+
+fn seed_customers(db: &str) {
+    root_sql(&format!(
+        "DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db}; \
+         CREATE TABLE {db}.customers (id INT PRIMARY KEY, name VARCHAR(50), email VARCHAR(100), note TEXT); \
+         INSERT INTO {db}.customers VALUES \
+           (1, 'Ana Lopez', 'ana.lopez@example.com', 'call +44 20 7946 0958 before noon'), \
+           (2, 'Ben Okafor', 'ben.okafor@example.org', 'paid with 4111 1111 1111 1111'), \
+           (3, 'Chen Wei', 'chen.wei@example.net', 'no contact preferences')"
+    ));
+}
+
+/// A session recorded masked (text protocol through the `mariadb` CLI, binary
+/// through mysql-connector's prepared statements) replayed `--against` an
+/// unmasked copy of the same data: with the gateway's config the replay masks
+/// as the recording did and the result hashes match; a changed protected value
+/// diverges; without the config, masked statements fall back to row counts.
+#[test]
+fn against_masks_like_the_recorded_role_before_hashing() {
+    let dir = Dir::new("mask");
+    let port = free_port();
+    let config = write_config(&dir.0, port, MASKING);
+    let config_s = config.to_str().unwrap().to_string();
+    let archive_s = dir.0.join("archive").to_str().unwrap().to_string();
+    seed_customers(MASK_SRC);
+    let gw = Command::new(BIN)
+        .args(["serve", "--config", &config_s])
+        .env("CHP_REP_MASK_KEY", MASK_KEY)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.0.join("gw.log")).unwrap())
+        .spawn()
+        .expect("chaperone serve");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "gateway did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Text protocol: a rule (hash), lineage through CONCAT, detectors in `note`.
+    let cli = Command::new("mariadb")
+        .args([
+            "-h127.0.0.1",
+            &format!("-P{port}"),
+            "-uanalyst",
+            "-panalyst-secret",
+            MASK_SRC,
+            "-e",
+            "SELECT id, name, email FROM customers ORDER BY id; \
+             SELECT CONCAT(name, ' <', email, '>') AS contact FROM customers ORDER BY id; \
+             SELECT id, note FROM customers ORDER BY id;",
+        ])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&cli.stdout).into_owned();
+    assert!(cli.status.success(), "{}", text(&cli));
+    assert!(!shown.contains("ana.lopez@example.com"), "masked: {shown}");
+    assert!(!shown.contains("4111 1111 1111 1111"), "masked: {shown}");
+    // Binary protocol: COM_STMT_PREPARE / EXECUTE.
+    let items = dir.0.join("prepared.json");
+    std::fs::write(
+        &items,
+        r#"[{"name": "by id", "via": "prepared", "sql": "SELECT email, note FROM customers WHERE id > ? ORDER BY id", "params": [0]}]"#,
+    )
+    .unwrap();
+    let py = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/guardrails_catalogue.py"))
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--user",
+            "analyst",
+            "--password",
+            "analyst-secret",
+            "--database",
+            MASK_SRC,
+            items.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(py.status.success(), "{}", text(&py));
+    assert!(
+        String::from_utf8_lossy(&py.stdout).contains("\"ok\": true"),
+        "{}",
+        text(&py)
+    );
+    terminate(gw);
+
+    let out = Command::new(BIN)
+        .args([
+            "query",
+            "--archive",
+            &archive_s,
+            "--format",
+            "csv",
+            "SELECT DISTINCT session_id FROM sessions WHERE client_user = 'analyst' ORDER BY session_id",
+        ])
+        .output()
+        .unwrap();
+    let sessions: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(sessions.len(), 2, "{}", text(&out));
+
+    // An unmasked staging copy of the same data.
+    seed_customers(MASK_TGT);
+    let dsn = format!("mysql://root@127.0.0.1:3306/{MASK_TGT}");
+    let replay = |session: &str, with_config: bool, key: Option<&str>| {
+        let mut c = Command::new(BIN);
+        c.args(["replay", session, "--archive", &archive_s, "--against", &dsn]);
+        if with_config {
+            // The copy is on the gateway target's server: allowed explicitly.
+            c.args(["--config", &config_s, "--i-know"]);
+        }
+        c.env_remove("CHP_REP_MASK_KEY");
+        if let Some(k) = key {
+            c.env("CHP_REP_MASK_KEY", k);
+        }
+        c.output().unwrap()
+    };
+    for (session, masked) in [(&sessions[0], 3), (&sessions[1], 1)] {
+        let out = replay(session, true, Some(MASK_KEY));
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{t}");
+        assert!(t.contains(" 0 diverged"), "{t}");
+        assert!(
+            t.contains(&format!(
+                "{masked} statement(s) recorded masked: compared by result hash after masking with the profile \"*\" (recorded role: none)"
+            )),
+            "{t}"
+        );
+        // Without the gateway's config: row counts only, and said so.
+        let out = replay(session, false, None);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{t}");
+        assert!(t.contains("compared by row count only"), "{t}");
+    }
+    // Another key hashes differently: every e-mail statement diverges.
+    let out = replay(&sessions[0], true, Some("another-key-0123456789abcdef"));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    // A changed protected value diverges, though neither side shows it.
+    root_sql(&format!(
+        "UPDATE {MASK_TGT}.customers SET email = 'ana@changed.example' WHERE id = 1"
+    ));
+    let out = replay(&sessions[0], true, Some(MASK_KEY));
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    let first = t.lines().find(|l| l.contains("FIRST DIVERGENCE")).unwrap_or("");
+    assert!(first.contains("SELECT id, name, email FROM customers"), "{t}");
+    assert!(t.contains("result hash:"), "{t}");
+    assert!(!t.contains("ana@changed.example"), "{t}");
+    // The config needs its key: a clear error.
+    let out = replay(&sessions[0], true, None);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out).contains("CHP_REP_MASK_KEY"), "{}", text(&out));
+
+    root_sql(&format!(
+        "DROP DATABASE IF EXISTS {MASK_SRC}; DROP DATABASE IF EXISTS {MASK_TGT}"
+    ));
 }
 
 fn sleeper_session(archive: &str) -> String {

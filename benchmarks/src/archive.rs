@@ -230,6 +230,7 @@ fn measure_throughput(opts: &Options, level: i32) -> anyhow::Result<Throughput> 
             client_tls: false,
             upstream_tls: false,
             connect_attrs: Default::default(),
+            access_request_id: None,
         })));
     }
     let column = Bytes::from_static(

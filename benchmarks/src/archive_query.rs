@@ -326,6 +326,7 @@ fn generate(o: &GenerateOptions) -> anyhow::Result<()> {
                         "program_name".to_string(),
                         "python".to_string(),
                     )]),
+                    access_request_id: None,
                 };
                 se_rows.push_start(&start);
                 for i in 0..n {

@@ -100,6 +100,9 @@ pub enum Via {
     /// Chaperone with a realistic guardrail policy (`chaperone-benchmarks policy`
     /// prints it): every statement is judged before it is forwarded.
     Policy,
+    /// Chaperone with a masking profile (`c` and `pad` masked by rules, content
+    /// detectors on every other string value): every result row is rewritten.
+    Masking,
     /// The gateway of `--baseline-exe`.
     Baseline,
 }
@@ -111,6 +114,7 @@ impl Via {
             Via::Relay => "relay",
             Via::Chaperone => "chaperone",
             Via::Policy => "policy",
+            Via::Masking => "masking",
             Via::Baseline => "baseline",
         }
     }
@@ -275,6 +279,15 @@ fn run_sysbench(
     } else {
         None
     };
+    let masking_gateway = if opts.via.contains(&Via::Masking) {
+        Some(ServerProcess::start(
+            Kind::GatewayMasking,
+            upstream,
+            gateway_user,
+        )?)
+    } else {
+        None
+    };
     let baseline = match &opts.baseline_exe {
         Some(exe) => Some(
             ServerProcess::start_from(exe, Kind::Gateway, upstream, gateway_user)
@@ -306,6 +319,9 @@ fn run_sysbench(
         },
         Via::Chaperone => through_gateway(&gateway),
         Via::Policy => through_gateway(policy_gateway.as_ref().expect("started for --via policy")),
+        Via::Masking => {
+            through_gateway(masking_gateway.as_ref().expect("started for --via masking"))
+        }
         Via::Baseline => through_gateway(baseline.as_ref().expect("started with --baseline-exe")),
     };
     // The process that relays each path's traffic, for its CPU time.
@@ -314,6 +330,7 @@ fn run_sysbench(
         Via::Relay => Some(&relay),
         Via::Chaperone => Some(&gateway),
         Via::Policy => policy_gateway.as_ref(),
+        Via::Masking => masking_gateway.as_ref(),
         Via::Baseline => baseline.as_ref(),
     };
 
@@ -373,6 +390,9 @@ fn run_sysbench(
     if let Some(p) = policy_gateway {
         p.stop()?;
     }
+    if let Some(m) = masking_gateway {
+        m.stop()?;
+    }
     if let Some(b) = baseline {
         b.stop()?;
     }
@@ -392,7 +412,7 @@ fn measure_memory(
     let server = ServerProcess::start(kind, upstream, gateway_user)?;
     let address = server.addr.to_string();
     let client = match kind {
-        Kind::Gateway | Kind::GatewayPolicy => {
+        Kind::Gateway | Kind::GatewayPolicy | Kind::GatewayMasking => {
             Client::new(&address, &gateway_user.name, &gateway_user.password)?
         }
         Kind::Relay => Client::new(&address, &upstream.user, &upstream.password)?,
@@ -553,7 +573,7 @@ fn print_report(
             }
         }
         println!("{}", t.render());
-        print_policy_comparison(opts, results);
+        print_logic_comparisons(opts, results);
         if opts.baseline_exe.is_some() {
             print_baseline_comparison(opts, results);
         }
@@ -642,44 +662,56 @@ fn print_baseline_comparison(opts: &Options, results: &Results) {
     println!("This build against --baseline-exe:\n\n{}", t.render());
 }
 
-/// The gateway with a realistic guardrail policy against the zero-logic relay
-/// and against the gateway without one (target: >= 0.90 of the relay at 8 threads).
-fn print_policy_comparison(opts: &Options, results: &Results) {
-    let mut t = Table::new([
-        "workload",
-        "threads",
-        "policy/relay QPS",
-        "policy/chaperone QPS",
-        "added p50 over chaperone µs",
-    ]);
-    let mut any = false;
-    for workload in &opts.workloads {
-        for &threads in &opts.threads {
-            let get = |via| results.get(&(workload.clone(), threads, via));
-            let (Some(r), Some(c), Some(p)) =
-                (get(Via::Relay), get(Via::Chaperone), get(Via::Policy))
-            else {
-                continue;
-            };
-            any = true;
-            let (r, c, p) = (&r.pooled, &c.pooled, &p.pooled);
-            t.row([
-                workload.clone(),
-                threads.to_string(),
-                format!("{:.3}", p.qps() / r.qps()),
-                format!("{:.3}", p.qps() / c.qps()),
-                format!(
-                    "{:+}",
-                    p.histogram.percentile(50.0) as i64 - c.histogram.percentile(50.0) as i64
-                ),
-            ]);
+/// A gateway with extra logic (a guardrail policy, a masking profile) against
+/// the zero-logic relay and against the plain gateway, per workload and threads.
+fn print_logic_comparisons(opts: &Options, results: &Results) {
+    for (via, what, target) in [
+        (Via::Policy, "a realistic guardrail policy", "policy/relay >= 0.90"),
+        (
+            Via::Masking,
+            "a masking profile (sbtest c hashed, pad partial, detectors on)",
+            "masking/relay >= 0.85",
+        ),
+    ] {
+        let name = via.name();
+        let mut t = Table::new([
+            "workload".to_string(),
+            "threads".to_string(),
+            format!("{name}/relay QPS"),
+            format!("{name}/chaperone QPS"),
+            "added p50 over chaperone µs".to_string(),
+            "relaying CPU µs/query, chaperone → this".to_string(),
+        ]);
+        let mut any = false;
+        for workload in &opts.workloads {
+            for &threads in &opts.threads {
+                let get = |via| results.get(&(workload.clone(), threads, via));
+                let (Some(r), Some(c), Some(p)) = (get(Via::Relay), get(Via::Chaperone), get(via))
+                else {
+                    continue;
+                };
+                any = true;
+                let cpu = |cell: &Cell| cell.server_cpu_ns as f64 / 1e3 / cell.pooled.queries as f64;
+                t.row([
+                    workload.clone(),
+                    threads.to_string(),
+                    format!("{:.3}", p.pooled.qps() / r.pooled.qps()),
+                    format!("{:.3}", p.pooled.qps() / c.pooled.qps()),
+                    format!(
+                        "{:+}",
+                        p.pooled.histogram.percentile(50.0) as i64
+                            - c.pooled.histogram.percentile(50.0) as i64
+                    ),
+                    format!("{:.2} → {:.2}", cpu(c), cpu(p)),
+                ]);
+            }
         }
-    }
-    if any {
-        println!(
-            "With a realistic guardrail policy (target: policy/relay >= 0.90 at 8 threads):\n\n{}",
-            t.render()
-        );
+        if any {
+            println!(
+                "With {what} (target: {target} at 8 threads):\n\n{}",
+                t.render()
+            );
+        }
     }
 }
 

@@ -32,6 +32,10 @@ pub enum Kind {
     /// The gateway with a realistic guardrail policy on its user
     /// (`crate::policy::REALISTIC_POLICY`): every statement is judged.
     GatewayPolicy,
+    /// The gateway with a masking profile on its user
+    /// (`crate::masking::SYSBENCH_MASKING`): sysbench's `c` and `pad` columns
+    /// masked by rules, detectors on every other string value.
+    GatewayMasking,
 }
 
 impl Kind {
@@ -40,6 +44,7 @@ impl Kind {
             Kind::Gateway => "gateway",
             Kind::Relay => "relay",
             Kind::GatewayPolicy => "gateway-policy",
+            Kind::GatewayMasking => "gateway-masking",
         }
     }
 }
@@ -116,6 +121,10 @@ plugin = "mysql_native_password"
             store.display().to_string()
         ));
     }
+    if args.kind == Kind::GatewayMasking {
+        // Password users have no role: the "*" profile applies to them.
+        config.push_str(crate::masking::SYSBENCH_MASKING);
+    }
     config
 }
 
@@ -143,7 +152,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()?
         .block_on(async move {
             match args.kind {
-                Kind::Gateway | Kind::GatewayPolicy => {
+                Kind::Gateway | Kind::GatewayPolicy | Kind::GatewayMasking => {
                     let config = chaperone_proxy::Config::parse(&gateway_config(&args))?;
                     let authenticator =
                         Arc::new(chaperone_proxy::auth::ConfigUsers::from_config(&config)?);

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chaperone_schemas::event::now_ns;
@@ -127,6 +127,33 @@ async fn read_packet(conn: &mut Conn) -> Result<Option<Packet>, PacketError> {
     conn.next().await.transpose()
 }
 
+/// The next command: one the client sent while the previous one was held for
+/// approval, else the next from the connection.
+async fn next_packet(
+    conn: &mut Conn,
+    pipelined: &mut Option<Packet>,
+) -> Result<Option<Packet>, PacketError> {
+    match pipelined.take() {
+        Some(p) => Ok(Some(p)),
+        None => read_packet(conn).await,
+    }
+}
+
+/// Resolves when the client has gone away (end of stream, a broken
+/// connection, or COM_QUIT) while a command of its is held for approval
+/// ([`crate::guardrails::ClientGone`]). A command it sends meanwhile (drivers
+/// may pipeline PREPARE and EXECUTE) is kept in `pipelined` to run next; after
+/// that the watch stops.
+async fn client_gone(conn: &mut Conn, pipelined: &mut Option<Packet>) {
+    if pipelined.is_none() {
+        match read_packet(conn).await {
+            Ok(Some(p)) if p.header() != Some(COM_QUIT) => *pipelined = Some(p),
+            Ok(Some(_)) | Ok(None) | Err(_) => return,
+        }
+    }
+    std::future::pending().await
+}
+
 /// The largest first packet (SSLRequest or handshake response) accepted.
 const FIRST_PACKET_LIMIT: usize = 1 << 20;
 
@@ -210,6 +237,9 @@ struct Session {
     masking: crate::masking::SessionMasking,
     /// The masker of the response being relayed (set by `command`).
     response_masker: Option<crate::masking::ResponseMasker>,
+    /// A command the client sent while its previous one was held for
+    /// approval (see [`client_gone`]): the next one to run.
+    pipelined: Option<Packet>,
     /// Next frame sequence number (per session, gap-free).
     frame_seq: u64,
     command_index: u64,
@@ -423,6 +453,7 @@ impl Session {
             shared: shared.clone(),
             masking,
             response_masker: None,
+            pipelined: None,
             client,
             upstream,
             connection_id,
@@ -668,6 +699,7 @@ impl Session {
                 client_tls: self.tls,
                 upstream_tls: self.upstream.conn.get_ref().is_tls(),
                 connect_attrs: self.hello.connect_attrs.clone(),
+                access_request_id: self.guard.access_request().map(str::to_string),
             })));
     }
 
@@ -753,7 +785,7 @@ impl Session {
                     let _ = self.client.send(Packet::new(0, err.encode())).await;
                     break End::IdleTimeout;
                 }
-                r = read_packet(&mut self.client) => r,
+                r = next_packet(&mut self.client, &mut self.pipelined) => r,
             };
             let packet = match next {
                 Ok(Some(p)) => p,
@@ -903,10 +935,13 @@ impl Session {
                         connection_id: self.connection_id,
                         prepare: false,
                     };
-                    let checked = self
-                        .guard
-                        .check_sql(cmd, &mut self.upstream, &mut summary)
-                        .await;
+                    let checked = {
+                        let mut gone =
+                            std::pin::pin!(client_gone(&mut self.client, &mut self.pipelined));
+                        self.guard
+                            .check_sql(cmd, &mut self.upstream, &mut summary, gone.as_mut())
+                            .await
+                    };
                     summary.sql = Some(sql_text);
                     if let Err(e) = checked {
                         return self.guard_refused(summary, code, e).await;
@@ -985,10 +1020,13 @@ impl Session {
                         connection_id: self.connection_id,
                         prepare: true,
                     };
-                    let checked = self
-                        .guard
-                        .check_sql(cmd, &mut self.upstream, &mut summary)
-                        .await;
+                    let checked = {
+                        let mut gone =
+                            std::pin::pin!(client_gone(&mut self.client, &mut self.pipelined));
+                        self.guard
+                            .check_sql(cmd, &mut self.upstream, &mut summary, gone.as_mut())
+                            .await
+                    };
                     summary.sql = Some(sql_text);
                     match checked {
                         Ok(g) => prepared_guard = Some(g),
@@ -1043,18 +1081,22 @@ impl Session {
                     // and the upstream connection are used, nothing is copied.
                     let stmt = id.and_then(|id| self.statements.get(&id));
                     let params = std::mem::take(&mut summary.params);
-                    let checked = self
-                        .guard
-                        .check_execute(
-                            stmt.and_then(|s| s.guard.as_ref()),
-                            stmt.map_or("", |s| s.sql.as_str()),
-                            &params,
-                            stmt.and_then(|s| s.analysis.as_deref()),
-                            stmt.and_then(|s| s.database.as_deref()),
-                            &mut self.upstream,
-                            &mut summary,
-                        )
-                        .await;
+                    let checked = {
+                        let mut gone =
+                            std::pin::pin!(client_gone(&mut self.client, &mut self.pipelined));
+                        self.guard
+                            .check_execute(
+                                stmt.and_then(|s| s.guard.as_ref()),
+                                stmt.map_or("", |s| s.sql.as_str()),
+                                &params,
+                                stmt.and_then(|s| s.analysis.as_deref()),
+                                stmt.and_then(|s| s.database.as_deref()),
+                                &mut self.upstream,
+                                &mut summary,
+                                gone.as_mut(),
+                            )
+                            .await
+                    };
                     summary.params = params;
                     if let Err(e) = checked {
                         return self.guard_refused(summary, code, e).await;
@@ -1388,6 +1430,16 @@ impl Session {
         match e {
             GuardError::Refuse(err) => self.refuse(summary, code, err).await,
             GuardError::Upstream(m) => Err(SessionError::Upstream(m)),
+            GuardError::ClientGone => {
+                // Recorded with its verdict and how long it was held; nothing
+                // to answer, nobody listens.
+                let held = now_ns().saturating_sub(summary.started_at_ns).max(0) as u64;
+                let started = Instant::now()
+                    .checked_sub(Duration::from_nanos(held))
+                    .unwrap_or_else(Instant::now);
+                self.finish(summary, started, None);
+                Ok(Some(End::ClientDisconnected))
+            }
         }
     }
 
@@ -1796,6 +1848,7 @@ fn record_refused_login(
             client_tls: ctx.tls,
             upstream_tls: false,
             connect_attrs: hello.connect_attrs.clone(),
+            access_request_id: None,
         })));
     shared.tap.record(TapEvent::SessionEnd(Box::new(SessionEnd {
         session_id,

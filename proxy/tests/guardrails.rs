@@ -952,6 +952,121 @@ timeout_secs = 2
     g.stop().await;
 }
 
+/// A real client killed while its statement is held: the gateway notices at
+/// once (not when someone decides, nor at the policy's 30 s timeout), withdraws
+/// the request, records the statement and the session's end, and the statement
+/// never runs, even when an approver acts on the request afterwards. Text
+/// protocol (`mariadb` CLI, held at COM_QUERY) and binary protocol
+/// (mysql-connector, held at COM_STMT_PREPARE).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_killed_while_held_is_noticed_and_its_request_withdrawn() {
+    let db = flow_db("chp_gr_gone", 10).await;
+    let store = TempDir::new("chp-gr-store");
+    let g = Guarded::start(
+        &format!(
+            "{MIGRATIONS}{}",
+            approvals_toml(&store.path().display().to_string(), "")
+        ),
+        &[("migrator", "migrations")],
+    )
+    .await;
+    let dir = TempDir::new("chp-gr-gone");
+    let catalogue = dir.path().join("held.json");
+    std::fs::write(
+        &catalogue,
+        serde_json::to_vec(&[prepared("held", "DROP TABLE t1", serde_json::json!([]))]).unwrap(),
+    )
+    .unwrap();
+    let clients: [(&str, Vec<String>, &str); 2] = [
+        (
+            "mariadb",
+            vec![
+                "--protocol=TCP".into(),
+                format!("--host={}", g.gw.addr.ip()),
+                format!("--port={}", g.gw.addr.port()),
+                "--user=migrator".into(),
+                format!("--password={PASSWORD}"),
+                format!("--database={}", db.name),
+                "-e".into(),
+                "DROP TABLE t2".into(),
+            ],
+            "DROP TABLE t2",
+        ),
+        (
+            "python3",
+            vec![
+                clients::clients_dir()
+                    .join("guardrails_catalogue.py")
+                    .display()
+                    .to_string(),
+                "--host".into(),
+                g.gw.addr.ip().to_string(),
+                "--port".into(),
+                g.gw.addr.port().to_string(),
+                "--user".into(),
+                "migrator".into(),
+                "--password".into(),
+                PASSWORD.into(),
+                "--database".into(),
+                db.name.clone(),
+                catalogue.display().to_string(),
+            ],
+            "DROP TABLE t1",
+        ),
+    ];
+    for (program, args, sql) in clients {
+        let mut child = tokio::process::Command::new(program)
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program}: {e}"));
+        let held = g.wait_for("pending", Some(sql)).await;
+        let id = held.request.id.clone();
+        // SIGKILL: the client says nothing, its socket just closes.
+        child.start_kill().unwrap();
+        child.wait().await.unwrap();
+
+        let withdrawn = g.wait_for("expired", Some(sql)).await;
+        assert_eq!(withdrawn.request.id, id);
+        assert_eq!(
+            withdrawn.decision.as_ref().and_then(|d| d.reason.as_deref()),
+            Some("the client disconnected while waiting"),
+            "{program}: withdrawn because the client left, not at the timeout"
+        );
+        let s = g.summary_of(sql);
+        assert_eq!(s.verdict.as_deref(), Some("approval_abandoned"), "{s:?}");
+        assert_eq!(s.approval_id.as_deref(), Some(id.as_str()));
+        assert!(
+            s.verdict_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("disconnected") && r.contains("withdrawn")),
+            "{s:?}"
+        );
+        wait_until(secs(10), "the session's end is recorded", || {
+            g.gw.session_ends()
+                .iter()
+                .any(|e| e.session_id == s.session_id && e.reason == "client_disconnected")
+        })
+        .await;
+        // Too late to approve; nothing ran.
+        let (status, body) = api(
+            &g.api,
+            "POST",
+            &format!("/v1/approvals/{id}/approve"),
+            ALICE,
+            None,
+        )
+        .await;
+        assert_eq!(status, 409, "{body}");
+    }
+    assert!(table_exists(&db.name, "t1").await, "the held PREPARE never ran");
+    assert!(table_exists(&db.name, "t2").await, "the held DROP never ran");
+    g.gw.wait_idle(secs(10)).await;
+    g.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn async_mode_and_two_of_three_approvers() {
     let db = flow_db("chp_gr_async", 10).await;
@@ -1294,11 +1409,26 @@ access_window_secs = 600
     .await;
     assert_eq!(body["state"], "approved");
     assert!(body["valid_until"].as_i64().unwrap() > body["decision"]["at"].as_i64().unwrap());
-    // The window is open: sessions start (and may reconnect).
+    // The window is open: sessions start (and may reconnect), each recording
+    // the access request it opened under.
     for _ in 0..2 {
         let out = g.cli("oncall", &db.name, "SELECT 42").await.unwrap();
         out.assert_success();
         assert_eq!(out.stdout.trim(), "42");
+    }
+    let opened: Vec<_> = g
+        .gw
+        .sessions()
+        .into_iter()
+        .filter(|s| s.client_user == "oncall")
+        .collect();
+    assert_eq!(opened.len(), 2, "refused logins open no session");
+    for s in &opened {
+        assert_eq!(
+            s.access_request_id.as_deref(),
+            Some(v.request.id.as_str()),
+            "{s:?}"
+        );
     }
     // An open session ends its run when the window is revoked.
     let mut c = SqlClient::via(g.gw.addr, "oncall", PASSWORD, Some(&db.name))

@@ -6,12 +6,21 @@
 //! COM_INIT_DB, COM_STMT_PREPARE / EXECUTE / CLOSE / RESET / FETCH, ...), with
 //! prepared-statement ids mapped to the ones the new server hands out and the
 //! session's recorded default database mapped to the DSN's.
+//!
+//! The record holds what the agent received, masked by its role's profile
+//! (`docs/masking.md`), and its result hash covers the masked bytes. Given the
+//! gateway's `[masking]` config, each response of the replay is masked the same
+//! way (the gateway's own [`SessionMasking`], the role from the record) before
+//! it is hashed, so a masked recording compares exactly against an unmasked
+//! copy of the data.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chaperone_proxy::config::{SecretSource, TargetConfig};
+use chaperone_proxy::masking::{Masking, ResponseMasker, SessionMasking};
 use chaperone_proxy::protocol::command::*;
 use chaperone_proxy::protocol::exchange::{Exchange, PacketKind, ResponseFacts, Step};
 use chaperone_proxy::protocol::{CapabilityFlags, Packet};
@@ -95,6 +104,10 @@ pub struct AgainstOptions {
     /// Wrap the replay in START TRANSACTION ... ROLLBACK.
     pub rollback: bool,
     pub connect_timeout: Option<Duration>,
+    /// The gateway's `[masking]`, compiled (same key): responses are masked as
+    /// the recorded role's were before they are hashed. None: statements
+    /// recorded masked are compared by row count only.
+    pub masking: Option<Arc<Masking>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +150,8 @@ pub struct Report {
     pub stopped: Option<String>,
     pub rolled_back: bool,
     pub rollback_note: Option<String>,
+    /// How statements recorded masked were compared.
+    pub masking_note: Option<String>,
     pub elapsed_ms: f64,
 }
 
@@ -202,6 +217,9 @@ impl Report {
         }
         if let Some(n) = &self.rollback_note {
             out += &format!("rolled back ({n})\n");
+        }
+        if let Some(n) = &self.masking_note {
+            out += &format!("{n}\n");
         }
         let secs = self.elapsed_ms / 1000.0;
         out +=
@@ -335,11 +353,13 @@ fn with_schema(coldef: &[u8], from: &str, to: &str) -> Option<Vec<u8>> {
 }
 
 /// Sends one request and reads its whole response. `schema_map`: (target
-/// database, recorded database) for the result hash.
+/// database, recorded database) for the result hash; `masker`: masks the
+/// response as the gateway did before it was recorded (and hashed).
 async fn exchange(
     up: &mut Upstream,
     payload: &[u8],
     schema_map: Option<(&str, &str)>,
+    mut masker: Option<&mut ResponseMasker>,
 ) -> Result<ResponseFacts, String> {
     let command = payload.first().copied().unwrap_or(COM_QUERY);
     let deprecate_eof = up
@@ -361,7 +381,14 @@ async fn exchange(
             (PacketKind::ColumnDef, Some((from, to))) => with_schema(&p.payload, from, to),
             _ => None,
         };
-        ex.delivered(renamed.as_deref().unwrap_or(&p.payload));
+        let delivered = renamed.as_deref().unwrap_or(&p.payload);
+        let masked = match masker.as_mut() {
+            Some(m) => m
+                .on_packet(ex.last_packet(), delivered)
+                .map_err(|e| format!("masking the response: {e}"))?,
+            None => None,
+        };
+        ex.delivered(masked.as_deref().unwrap_or(delivered));
         if step == Step::LocalInfile {
             // The replay has no local files: send the empty packet that ends the upload.
             up.conn
@@ -371,20 +398,28 @@ async fn exchange(
             ex.resume_after_local_infile();
         }
     }
-    Ok(ex.into_facts())
+    let mut facts = ex.into_facts();
+    if let (Some(m), Some(e)) = (masker, facts.error.as_mut()) {
+        if let Some(message) = &m.masked_error {
+            e.message = message.clone();
+        }
+    }
+    Ok(facts)
 }
 
 async fn simple(up: &mut Upstream, sql: &str) -> Result<ResponseFacts, String> {
     let mut p = vec![COM_QUERY];
     p.extend_from_slice(sql.as_bytes());
-    let f = exchange(up, &p, None).await?;
+    let f = exchange(up, &p, None, None).await?;
     match &f.error {
         Some(e) => Err(format!("{sql}: {} {}", e.code, e.message)),
         None => Ok(f),
     }
 }
 
-fn compare(st: &Statement, f: &ResponseFacts) -> Vec<String> {
+/// `masked`: the replay's response was masked as the recorded one was, so the
+/// result hashes compare even when the record's were masked.
+fn compare(st: &Statement, f: &ResponseFacts, masked: bool) -> Vec<String> {
     let mut d = Vec::new();
     let err = f.error.as_ref().map(|e| e.code as i32).filter(|c| *c != 0);
     let rec_err = st.error_code.filter(|c| *c != 0);
@@ -400,7 +435,7 @@ fn compare(st: &Statement, f: &ResponseFacts) -> Vec<String> {
                 .unwrap_or_else(|| "none".into())
         ));
     }
-    if st.masked_columns.is_empty() {
+    if st.masked_columns.is_empty() || masked {
         if f.result_hash != st.result_hash {
             d.push(format!(
                 "result hash: recorded {} -> now {} ({} rows recorded, {} now)",
@@ -411,7 +446,8 @@ fn compare(st: &Statement, f: &ResponseFacts) -> Vec<String> {
             ));
         }
     } else if f.rows as i64 != st.rows_returned {
-        // The record hashes the masked result: compare what can be compared.
+        // The record hashes the masked result and the replay could not mask
+        // (no [masking] config): compare what can be compared.
         d.push(format!(
             "rows: recorded {} -> now {}",
             st.rows_returned, f.rows
@@ -462,6 +498,99 @@ fn skip_reason(st: &Statement, command: u8, options: &AgainstOptions) -> Option<
         }
     }
     None
+}
+
+/// The recorded role's masking, replayed: the gateway's [`SessionMasking`],
+/// driven by the recorded requests the way a gateway session drives it
+/// (`proxy/src/session.rs`), with prepared statements known by their recorded
+/// ids; and the name of the profile that applies (None: nothing is masked).
+struct ReplayMasking(SessionMasking, Option<String>);
+
+impl ReplayMasking {
+    /// The masker for this request's response (None: not masked), after what
+    /// the request changes in the masking state.
+    fn before(&mut self, st: &Statement, command: u8) -> Option<ResponseMasker> {
+        let database = st.database.as_deref();
+        let sql = st.sql.as_deref().unwrap_or_default();
+        let id = st.statement_id.map(|id| id as u32);
+        match command {
+            COM_QUERY => {
+                // What strict mode refuses was refused when recorded, and is skipped.
+                let lineage = self.0.check(sql, database).unwrap_or_default();
+                self.0.masker(false, &lineage, Some(sql), database)
+            }
+            COM_STMT_PREPARE => {
+                self.0
+                    .prepared(self.0.check(sql, database).unwrap_or_default());
+                None
+            }
+            COM_STMT_EXECUTE => {
+                let lineage = self.0.lineage_of(id?);
+                self.0.masker(true, &lineage, Some(sql), database)
+            }
+            COM_STMT_FETCH => self.0.cursor_masker(id?),
+            COM_STMT_CLOSE => {
+                if let Some(id) = id {
+                    self.0.closed(id);
+                }
+                None
+            }
+            COM_RESET_CONNECTION => {
+                self.0.reset();
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// What the response tells the masking state: a prepared statement's id,
+    /// an executed statement's columns (for its cursor fetches).
+    fn after(
+        &mut self,
+        st: &Statement,
+        command: u8,
+        masker: Option<&ResponseMasker>,
+        facts: &ResponseFacts,
+    ) {
+        let Some(id) = st.statement_id.map(|id| id as u32) else {
+            return;
+        };
+        match (command, masker) {
+            (COM_STMT_PREPARE, _) if facts.error.is_none() && facts.prepared.is_some() => {
+                self.0.prepared_id(id)
+            }
+            (COM_STMT_EXECUTE, Some(m)) => self.0.executed(id, m.columns()),
+            _ => {}
+        }
+    }
+}
+
+/// How statements recorded masked are compared, when there are any.
+fn masking_note(
+    statements: &[Statement],
+    options: &AgainstOptions,
+    masking: Option<&ReplayMasking>,
+) -> Option<String> {
+    let masked = statements
+        .iter()
+        .filter(|s| !s.masked_columns.is_empty())
+        .count();
+    if masked == 0 {
+        return None;
+    }
+    let role = statements.first().and_then(|s| s.role.as_deref());
+    let role_name = role.map_or("none".to_string(), |r| format!("{r:?}"));
+    Some(match (&options.masking, masking) {
+        (Some(_), Some(ReplayMasking(_, Some(profile)))) => format!(
+            "{masked} statement(s) recorded masked: compared by result hash after masking with the profile {profile:?} (recorded role: {role_name})"
+        ),
+        (Some(_), _) => format!(
+            "{masked} statement(s) recorded masked, but the [masking] config has no profile for role {role_name} (nor \"*\"): compared by row count only"
+        ),
+        (None, _) => format!(
+            "{masked} statement(s) recorded masked: compared by row count only (pass --config with the gateway's [masking] section, and its key, to compare their result hashes)"
+        ),
+    })
 }
 
 fn remap_id(payload: &mut [u8], ids: &HashMap<u32, u32>) -> Result<(), String> {
@@ -529,6 +658,13 @@ pub async fn replay_against<S: SessionSource>(
         (Some(new), Some(old)) if new != old => Some((new.as_str(), old.as_str())),
         _ => None,
     };
+    let mut masking = options.masking.as_ref().map(|m| {
+        let role = statements.first().and_then(|s| s.role.as_deref());
+        let policy = m.policy(role);
+        let profile = policy.as_ref().map(|p| p.role.clone());
+        ReplayMasking(SessionMasking::new(policy), profile)
+    });
+    report.masking_note = masking_note(&statements, options, masking.as_ref());
     let mut broken = false;
     tokio::pin!(cancel);
     for st in &statements {
@@ -574,6 +710,7 @@ pub async fn replay_against<S: SessionSource>(
                 }
             }
         }
+        let mut masker = masking.as_mut().and_then(|m| m.before(st, command));
         let facts = tokio::select! {
             biased;
             _ = &mut cancel => {
@@ -582,7 +719,7 @@ pub async fn replay_against<S: SessionSource>(
                 broken = true;
                 break;
             }
-            f = exchange(&mut up, &payload, schema_map) => f,
+            f = exchange(&mut up, &payload, schema_map, masker.as_mut()) => f,
         };
         let facts = match facts {
             Ok(f) => f,
@@ -593,6 +730,9 @@ pub async fn replay_against<S: SessionSource>(
             }
         };
         report.executed += 1;
+        if let Some(m) = masking.as_mut() {
+            m.after(st, command, masker.as_ref(), &facts);
+        }
         if command == COM_STMT_PREPARE {
             if let (Some(old), Some((new, _, _))) = (st.statement_id, facts.prepared) {
                 ids.insert(old as u32, new);
@@ -601,7 +741,11 @@ pub async fn replay_against<S: SessionSource>(
         let differences = if command == COM_STMT_CLOSE || command == COM_STMT_SEND_LONG_DATA {
             vec![]
         } else {
-            compare(st, &facts)
+            compare(
+                st,
+                &facts,
+                masking.as_ref().is_some_and(|m| m.0.is_active()),
+            )
         };
         if !differences.is_empty() {
             report.diverged += 1;

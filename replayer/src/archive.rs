@@ -242,6 +242,7 @@ fn statements_from_batch(b: &RecordBatch, out: &mut Vec<Statement>) {
     });
     let duration = i64_col(b, scol::DURATION_US);
     let subject = str_col(b, scol::SUBJECT);
+    let role = str_col(b, scol::ROLE);
     let database = str_col(b, scol::DATABASE);
     let command = str_col(b, scol::COMMAND);
     let sql = str_col(b, scol::SQL);
@@ -272,6 +273,7 @@ fn statements_from_batch(b: &RecordBatch, out: &mut Vec<Statement>) {
             started_at_us: started.as_ref().map(|t| t.value(i)).unwrap_or(0),
             duration_us: get_i64(&duration, i).unwrap_or(0),
             subject: get_str(&subject, i),
+            role: get_str(&role, i),
             database: get_str(&database, i),
             command: get_str(&command, i).unwrap_or_default(),
             sql: get_str(&sql, i),

@@ -10,6 +10,8 @@ pub struct Statement {
     pub started_at_us: i64,
     pub duration_us: i64,
     pub subject: Option<String>,
+    /// The role the session's identity was mapped to: whose masking applied.
+    pub role: Option<String>,
     pub database: Option<String>,
     pub command: String,
     pub sql: Option<String>,

@@ -53,6 +53,10 @@ pub struct SessionStart {
     pub upstream_tls: bool,
     /// Connection attributes the client sent (`program_name`, `_client_version`, ...).
     pub connect_attrs: BTreeMap<String, String>,
+    /// The approved access request (just-in-time grant) the session opened
+    /// under, when its policy requires one (`docs/guardrails.md`).
+    #[serde(default)]
+    pub access_request_id: Option<String>,
 }
 
 /// One logical MySQL packet, as delivered.

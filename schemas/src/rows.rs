@@ -417,6 +417,7 @@ pub struct SessionRows {
     frames: Int64Builder,
     bytes_from_client: Int64Builder,
     bytes_to_client: Int64Builder,
+    access_request_id: StringBuilder,
 }
 
 impl SessionRows {
@@ -454,6 +455,7 @@ impl SessionRows {
             frames: Int64Builder::new(),
             bytes_from_client: Int64Builder::new(),
             bytes_to_client: Int64Builder::new(),
+            access_request_id: StringBuilder::new(),
         }
     }
 
@@ -504,6 +506,8 @@ impl SessionRows {
         self.client_tls.append_option(start.map(|s| s.client_tls));
         self.upstream_tls
             .append_option(start.map(|s| s.upstream_tls));
+        self.access_request_id
+            .append_option(start.and_then(|s| s.access_request_id.as_ref()));
     }
 
     /// The row written when a session starts.
@@ -574,6 +578,7 @@ impl SessionRows {
             Arc::new(self.frames.finish()),
             Arc::new(self.bytes_from_client.finish()),
             Arc::new(self.bytes_to_client.finish()),
+            Arc::new(self.access_request_id.finish()),
         ];
         RecordBatch::try_new(sessions_schema(), columns)
     }
@@ -603,6 +608,7 @@ mod tests {
             client_tls: true,
             upstream_tls: false,
             connect_attrs: BTreeMap::from([("program_name".into(), "mysql".into())]),
+            access_request_id: Some("apr_test".into()),
         }
     }
 
@@ -626,6 +632,15 @@ mod tests {
         let batch = sessions.finish().unwrap();
         assert_eq!(batch.schema(), Table::Sessions.schema());
         assert_eq!(batch.num_rows(), 2);
+        // The access request is on the start row and repeated on the end row.
+        let access = batch
+            .column_by_name(crate::tables::sessions::ACCESS_REQUEST_ID)
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .unwrap();
+        assert_eq!(access.value(0), "apr_test");
+        assert_eq!(access.value(1), "apr_test");
 
         let mut statements = StatementRows::new("gw");
         let summary = CommandSummary {

@@ -162,6 +162,8 @@ pub mod sessions {
     pub const FRAMES: &str = "frames";
     pub const BYTES_FROM_CLIENT: &str = "bytes_from_client";
     pub const BYTES_TO_CLIENT: &str = "bytes_to_client";
+    /// The approved access request the session opened under (both rows).
+    pub const ACCESS_REQUEST_ID: &str = "access_request_id";
 
     /// Value of [`EVENT`] on the row written when a session starts.
     pub const EVENT_START: &str = "start";
@@ -268,6 +270,9 @@ pub fn sessions_schema() -> SchemaRef {
                     int64(FRAMES, true),
                     int64(BYTES_FROM_CLIENT, true),
                     int64(BYTES_TO_CLIENT, true),
+                    // Added after the first release: last, so files written
+                    // before it read with the column null.
+                    utf8(ACCESS_REQUEST_ID, true),
                 ],
             )
         })

@@ -48,7 +48,16 @@ pub enum GuardError {
     Refuse(ErrInfo),
     /// The upstream connection broke (during `EXPLAIN`): the session ends.
     Upstream(String),
+    /// The client went away while its statement was held for approval: the
+    /// request was withdrawn, the statement is not run, the session ends.
+    ClientGone,
 }
+
+/// Resolves when the session's client has gone away (closed its connection,
+/// or sent COM_QUIT). A held statement waits for it too: a client that
+/// disconnects is noticed at once, its request withdrawn, and nothing it asked
+/// for runs later. The session's guard polls it only while holding.
+pub type ClientGone<'a> = std::pin::Pin<&'a mut (dyn std::future::Future<Output = ()> + Send)>;
 
 /// What a prepared statement keeps from its PREPARE-time judgement.
 #[derive(Debug, Clone, Default)]
@@ -123,6 +132,12 @@ impl SessionGuard {
         self.policy.as_ref()
     }
 
+    /// The approved access request this session opened under, if its policy
+    /// requires one (recorded on the session's rows).
+    pub fn access_request(&self) -> Option<&str> {
+        self.access.as_deref()
+    }
+
     /// Status flags of the last OK or EOF packet from the server.
     pub fn observe_status(&mut self, status: u16) {
         self.no_backslash_escapes = status & SERVER_STATUS_NO_BACKSLASH_ESCAPES != 0;
@@ -162,6 +177,10 @@ impl SessionGuard {
         let err = |e: GuardError| match e {
             GuardError::Refuse(e) => e,
             GuardError::Upstream(m) => ErrInfo::new(GUARDRAIL_ERROR, "HY000", m),
+            // Nothing is held at login.
+            GuardError::ClientGone => {
+                ErrInfo::new(GUARDRAIL_ERROR, "HY000", "the client disconnected")
+            }
         };
         let approvals = self.approvals().map_err(err)?.clone();
         let fp = connect_fingerprint(&self.requester, &self.target);
@@ -258,6 +277,7 @@ impl SessionGuard {
         cmd: SqlCommand<'_>,
         upstream: &mut Upstream,
         summary: &mut CommandSummary,
+        client_gone: ClientGone<'_>,
     ) -> Result<PreparedGuard, GuardError> {
         let Some(policy) = self.policy.clone() else {
             return Ok(PreparedGuard::default());
@@ -329,6 +349,7 @@ impl SessionGuard {
                     database: cmd.database,
                     analysis: cmd.analysis,
                     explain_rows,
+                    client_gone,
                 },
                 summary,
             )
@@ -347,6 +368,7 @@ impl SessionGuard {
         database: Option<&str>,
         upstream: &mut Upstream,
         summary: &mut CommandSummary,
+        client_gone: ClientGone<'_>,
     ) -> Result<(), GuardError> {
         let Some(policy) = self.policy.clone() else {
             return Ok(());
@@ -395,6 +417,7 @@ impl SessionGuard {
                 database,
                 analysis,
                 explain_rows: rows,
+                client_gone,
             },
             summary,
         )
@@ -535,7 +558,7 @@ impl SessionGuard {
         &mut self,
         policy: &Arc<Policy>,
         verdict: Verdict,
-        p: Pending<'_>,
+        mut p: Pending<'_>,
         summary: &mut CommandSummary,
     ) -> Result<PreparedGuard, GuardError> {
         let started = Instant::now();
@@ -626,6 +649,9 @@ impl SessionGuard {
         let waited = tokio::select! {
             v = approvals.wait(&id, timeout.saturating_sub(started.elapsed())) => Some(v),
             _ = shutdown.cancelled() => None,
+            () = p.client_gone.as_mut() => {
+                return Err(self.client_gone(&approvals, &id, started, summary).await);
+            }
         };
         let Some(waited) = waited else {
             summary.verdict = Some("pending_approval".into());
@@ -704,6 +730,32 @@ impl SessionGuard {
             policy.name, verdict.rule, verdict.reason
         )))
     }
+
+    /// The client of a held statement went away: the request is withdrawn
+    /// (expired, with the reason) so that no approver acts on a statement
+    /// nobody waits for, and the record says so.
+    async fn client_gone(
+        &self,
+        approvals: &Approvals,
+        id: &str,
+        started: Instant,
+        summary: &mut CommandSummary,
+    ) -> GuardError {
+        const WHY: &str = "the client disconnected while waiting";
+        let withdrawn = match approvals.expire(id, WHY).await {
+            Ok(true) => "withdrawn".to_string(),
+            Ok(false) => "already decided; not run".to_string(),
+            Err(e) => {
+                approvals::store_failed(&e);
+                format!("still pending: the store failed to withdraw it ({e})")
+            }
+        };
+        warn!(approval = %id, %withdrawn, "client disconnected while its statement was held");
+        summary.verdict = Some("approval_abandoned".into());
+        summary.approval_wait_ms = Some(started.elapsed().as_millis() as u64);
+        summary.verdict_reason = Some(format!("request {id}: {WHY} (request {withdrawn})"));
+        GuardError::ClientGone
+    }
 }
 
 /// What a held statement is, for its request.
@@ -713,6 +765,7 @@ struct Pending<'a> {
     database: Option<&'a str>,
     analysis: &'a Analysis,
     explain_rows: Option<u64>,
+    client_gone: ClientGone<'a>,
 }
 
 fn approved(view: &RequestView, started: Instant, summary: &mut CommandSummary) -> PreparedGuard {

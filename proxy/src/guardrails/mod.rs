@@ -30,7 +30,7 @@ use crate::config::{Config, ConfigError};
 use approvals::Approvals;
 use policy::Policy;
 
-pub use enforce::{GuardError, PreparedGuard, SessionGuard, SqlCommand};
+pub use enforce::{ClientGone, GuardError, PreparedGuard, SessionGuard, SqlCommand};
 
 /// The policies and the approval service, shared by every session.
 #[derive(Default)]

@@ -47,6 +47,7 @@ impl FakeSession {
             client_tls: false,
             upstream_tls: false,
             connect_attrs: BTreeMap::from([("program_name".into(), "test".into())]),
+            access_request_id: None,
         })));
         FakeSession {
             noisy: false,
