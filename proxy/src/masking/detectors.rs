@@ -74,22 +74,33 @@ fn memchr(b: u8, v: &[u8]) -> bool {
     v.contains(&b)
 }
 
-/// An extra check on a match (a checksum).
+/// An extra check on a match (a checksum, or its context).
 #[derive(Debug, Clone, Copy)]
 enum Check {
     None,
     Luhn,
     Iban,
     Ssn,
+    /// An international number's `+` starts a word: `1.0+20150825-2` (a
+    /// Debian version), `abc+1234567890` are not phone numbers. (The regex
+    /// crate has no look-behind.)
+    Phone,
 }
 
 impl Check {
-    fn holds(self, m: &[u8]) -> bool {
+    /// Does the match `range` of `value` hold?
+    fn holds(self, value: &[u8], range: std::ops::Range<usize>) -> bool {
+        let m = &value[range.clone()];
         match self {
             Check::None => true,
             Check::Luhn => luhn(m),
             Check::Iban => iban_mod97(m),
             Check::Ssn => ssn_valid(m),
+            Check::Phone => {
+                m.first() != Some(&b'+')
+                    || range.start == 0
+                    || !matches!(value[range.start - 1], b'.' | b'_' | b'~' | b'0'..=b'9' | b'A'..=b'Z' | b'a'..=b'z')
+            }
         }
     }
 }
@@ -142,7 +153,7 @@ impl Detector {
             "phone" => (
                 Prefilter::Digits(10),
                 r"(?:\+\d{1,3}[ .\-]?(?:\(\d{1,4}\)[ .\-]?)?\d{1,4}(?:[ .\-]?\d{2,4}){2,4}\b|\(?\b\d{3}\)?[ .\-]\d{3}[ .\-]\d{4}\b)",
-                Check::None,
+                Check::Phone,
             ),
             "ip" => (
                 Prefilter::Ip,
@@ -225,7 +236,7 @@ impl Detector {
             return;
         }
         for m in self.regex.find_iter(value) {
-            if self.check.holds(m.as_bytes()) {
+            if self.check.holds(value, m.range()) {
                 hits.push(Hit {
                     detector: index,
                     range: m.range(),
@@ -399,6 +410,10 @@ mod tests {
             ["phone=+44 20 7946 0958"]
         );
         assert_eq!(detected("(415) 555-0132"), ["phone=(415) 555-0132"]);
+        assert_eq!(detected("tel:+4420794609"), ["phone=+4420794609"]);
+        // Package versions (seen in a Debian package index): not phones.
+        assert!(detected("1.0+20150825-2").is_empty());
+        assert!(detected("0.0~git20200416+ds-1").is_empty());
         assert_eq!(detected("from 192.168.10.7"), ["ip=192.168.10.7"]);
         assert_eq!(
             detected("2001:db8::8a2e:370:7334"),
