@@ -523,7 +523,14 @@ fn against_masks_like_the_recorded_role_before_hashing() {
     let dsn = format!("mysql://root@127.0.0.1:3306/{MASK_TGT}");
     let replay = |session: &str, with_config: bool, key: Option<&str>| {
         let mut c = Command::new(BIN);
-        c.args(["replay", session, "--archive", &archive_s, "--against", &dsn]);
+        c.args([
+            "replay",
+            session,
+            "--archive",
+            &archive_s,
+            "--against",
+            &dsn,
+        ]);
         if with_config {
             // The copy is on the gateway target's server: allowed explicitly.
             c.args(["--config", &config_s, "--i-know"]);
@@ -561,8 +568,14 @@ fn against_masks_like_the_recorded_role_before_hashing() {
     let out = replay(&sessions[0], true, Some(MASK_KEY));
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
-    let first = t.lines().find(|l| l.contains("FIRST DIVERGENCE")).unwrap_or("");
-    assert!(first.contains("SELECT id, name, email FROM customers"), "{t}");
+    let first = t
+        .lines()
+        .find(|l| l.contains("FIRST DIVERGENCE"))
+        .unwrap_or("");
+    assert!(
+        first.contains("SELECT id, name, email FROM customers"),
+        "{t}"
+    );
     assert!(t.contains("result hash:"), "{t}");
     assert!(!t.contains("ana@changed.example"), "{t}");
     // The config needs its key: a clear error.

@@ -666,7 +666,11 @@ fn print_baseline_comparison(opts: &Options, results: &Results) {
 /// the zero-logic relay and against the plain gateway, per workload and threads.
 fn print_logic_comparisons(opts: &Options, results: &Results) {
     for (via, what, target) in [
-        (Via::Policy, "a realistic guardrail policy", "policy/relay >= 0.90"),
+        (
+            Via::Policy,
+            "a realistic guardrail policy",
+            "policy/relay >= 0.90",
+        ),
         (
             Via::Masking,
             "a masking profile (sbtest c hashed, pad partial, detectors on)",
@@ -691,7 +695,8 @@ fn print_logic_comparisons(opts: &Options, results: &Results) {
                     continue;
                 };
                 any = true;
-                let cpu = |cell: &Cell| cell.server_cpu_ns as f64 / 1e3 / cell.pooled.queries as f64;
+                let cpu =
+                    |cell: &Cell| cell.server_cpu_ns as f64 / 1e3 / cell.pooled.queries as f64;
                 t.row([
                     workload.clone(),
                     threads.to_string(),

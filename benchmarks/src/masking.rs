@@ -147,8 +147,16 @@ fn cases() -> Vec<Case> {
     for (name, config, binary) in [
         ("sysbench row, detectors only, text", DETECTORS_ONLY, false),
         ("sysbench row, detectors only, binary", DETECTORS_ONLY, true),
-        ("sysbench row, rules on c and pad, text", SYSBENCH_MASKING, false),
-        ("sysbench row, rules on c and pad, binary", SYSBENCH_MASKING, true),
+        (
+            "sysbench row, rules on c and pad, text",
+            SYSBENCH_MASKING,
+            false,
+        ),
+        (
+            "sysbench row, rules on c and pad, binary",
+            SYSBENCH_MASKING,
+            true,
+        ),
     ] {
         let (columns, row) = sysbench_row(binary);
         out.push(Case {
@@ -228,7 +236,10 @@ fn false_positives(path: &std::path::Path, samples: usize) -> anyhow::Result<()>
     }
     println!("{}", t.render());
     if !shown.is_empty() {
-        println!("Flagged values (first {}): detector: spans found", shown.len());
+        println!(
+            "Flagged values (first {}): detector: spans found",
+            shown.len()
+        );
         for s in shown {
             println!("    {s}");
         }

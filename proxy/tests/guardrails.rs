@@ -1031,7 +1031,10 @@ async fn a_client_killed_while_held_is_noticed_and_its_request_withdrawn() {
         let withdrawn = g.wait_for("expired", Some(sql)).await;
         assert_eq!(withdrawn.request.id, id);
         assert_eq!(
-            withdrawn.decision.as_ref().and_then(|d| d.reason.as_deref()),
+            withdrawn
+                .decision
+                .as_ref()
+                .and_then(|d| d.reason.as_deref()),
             Some("the client disconnected while waiting"),
             "{program}: withdrawn because the client left, not at the timeout"
         );
@@ -1061,8 +1064,14 @@ async fn a_client_killed_while_held_is_noticed_and_its_request_withdrawn() {
         .await;
         assert_eq!(status, 409, "{body}");
     }
-    assert!(table_exists(&db.name, "t1").await, "the held PREPARE never ran");
-    assert!(table_exists(&db.name, "t2").await, "the held DROP never ran");
+    assert!(
+        table_exists(&db.name, "t1").await,
+        "the held PREPARE never ran"
+    );
+    assert!(
+        table_exists(&db.name, "t2").await,
+        "the held DROP never ran"
+    );
     g.gw.wait_idle(secs(10)).await;
     g.stop().await;
 }
@@ -1416,12 +1425,11 @@ access_window_secs = 600
         out.assert_success();
         assert_eq!(out.stdout.trim(), "42");
     }
-    let opened: Vec<_> = g
-        .gw
-        .sessions()
-        .into_iter()
-        .filter(|s| s.client_user == "oncall")
-        .collect();
+    let opened: Vec<_> =
+        g.gw.sessions()
+            .into_iter()
+            .filter(|s| s.client_user == "oncall")
+            .collect();
     assert_eq!(opened.len(), 2, "refused logins open no session");
     for s in &opened {
         assert_eq!(
