@@ -5,7 +5,8 @@
 #   - PostgreSQL on 127.0.0.1:5432 with a `test` database (approvals store tests)
 #   - Python client libraries (PyMySQL, mysql-connector-python, mysqlclient,
 #     pyarrow, duckdb, moto) from tests/requirements.txt
-#   - Node packages (mysql2, oidc-provider) from tests/clients/package.json
+#   - Chromium (Debian's) for the browser tests
+#   - Node packages (mysql2, oidc-provider, playwright-core) from tests/clients/package.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,8 @@ command -v tmux >/dev/null || need_pkgs+=(tmux)
 command -v pkg-config >/dev/null || need_pkgs+=(pkg-config)
 dpkg -s libmariadb-dev >/dev/null 2>&1 || need_pkgs+=(libmariadb-dev)
 command -v node >/dev/null || need_pkgs+=(nodejs npm)
+# The browser tests drive Debian's Chromium with playwright-core (no browser download).
+[ -x /usr/bin/chromium ] || need_pkgs+=(chromium)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_pkgs[*]}"
   as_root apt-get update -qq

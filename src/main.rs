@@ -399,6 +399,10 @@ pub(crate) async fn start_gateway(
             .context("[ui] needs an [archive] section: the audit service reads the archive")?;
         let archive = chaperone_recorder::ArchiveConfig::from_toml(&archive)?;
         let state = chaperone_query_ui::open(ui, &archive.store, &archive.store_options).await?;
+        // The web inbox decides through this gateway's approvals.
+        if let Some(approvals) = gateway.shared().guardrails.approvals() {
+            state.attach_approvals(approvals.clone());
+        }
         let ui_shutdown = shutdown.clone();
         let (local, _task) =
             chaperone_query_ui::serve(state, async move { ui_shutdown.cancelled().await }).await?;

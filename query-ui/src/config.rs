@@ -24,6 +24,9 @@ pub struct UiConfig {
     /// Most rows a SQL query returns (the result says when it was cut).
     #[serde(default = "default_max_rows")]
     pub max_rows: usize,
+    /// `[ui.login]`: people sign in with the organisation's identity provider.
+    #[serde(default)]
+    pub login: Option<crate::login::LoginConfig>,
 }
 
 #[derive(Clone, Deserialize)]
@@ -94,9 +97,13 @@ impl UiConfig {
                 )));
             }
         }
-        if !config.demo_mode && config.tokens.is_empty() {
+        if let Some(login) = &config.login {
+            login.check().map_err(crate::UiError::Config)?;
+        }
+        if !config.demo_mode && config.tokens.is_empty() && config.login.is_none() {
             return Err(crate::UiError::Config(
-                "no [[ui.tokens]] and demo_mode is off: nobody could use the service".into(),
+                "no [[ui.tokens]], no [ui.login] and demo_mode is off: nobody could use the service"
+                    .into(),
             ));
         }
         Ok(config)

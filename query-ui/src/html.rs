@@ -84,34 +84,83 @@ pub fn table(rows: &[Value], link: impl Fn(&str, &Value) -> Option<String>) -> S
     out
 }
 
+/// The header's right side: who is logged in, and the way out.
+fn user_box() -> String {
+    let Some(p) = crate::access::current() else {
+        return String::new();
+    };
+    let name = p
+        .session
+        .as_ref()
+        .map_or(p.name.clone(), |s| s.name.clone());
+    let logout = if p.session.is_some() {
+        r#"<form method="post" action="/logout" class="inline"><button class="link" id="logout">Log out</button></form>"#
+    } else {
+        ""
+    };
+    format!(
+        r#"<span class="user"><span id="who">{}</span> <span class="role">{}</span>{logout}</span>"#,
+        escape(&name),
+        escape(&p.role)
+    )
+}
+
 /// The page frame: navigation and styles.
 pub fn page(title: &str, body: &str) -> String {
+    let inbox = crate::access::current()
+        .filter(|p| p.has(chaperone_web_login::WebRole::Approver))
+        .map_or("", |_| r#"<a href="/inbox">Approvals</a>"#);
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title} · Chaperone</title>
 <style>
-body {{ font: 14px/1.4 system-ui, sans-serif; margin: 0; color: #1d2330; }}
-header {{ background: #1d2330; color: #fff; padding: 10px 20px; display: flex; gap: 20px; align-items: center; }}
-header a {{ color: #cfd8ea; text-decoration: none; }} header b {{ color: #fff; }}
-main {{ padding: 16px 20px; }}
-table {{ border-collapse: collapse; width: 100%; margin: 8px 0; }}
-th, td {{ border-bottom: 1px solid #e3e6ec; padding: 4px 6px; text-align: left; vertical-align: top; font-size: 13px; }}
-th {{ background: #f4f6fa; position: sticky; top: 0; }}
-tr.error td {{ background: #fdecec; }} tr.current td {{ background: #fff6d6; }}
-td {{ max-width: 520px; overflow-wrap: anywhere; font-family: ui-monospace, monospace; }}
-form {{ margin: 8px 0; display: flex; gap: 8px; flex-wrap: wrap; align-items: center; }}
-input, select, textarea {{ font: inherit; padding: 4px; }} textarea {{ width: 100%; font-family: ui-monospace, monospace; }}
+:root {{ --ink: #1d2330; --muted: #687385; --line: #e3e6ec; --soft: #f5f7fb; --accent: #2f6fde; }}
+body {{ font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: var(--ink); background: #fbfcfe; }}
+header {{ background: var(--ink); color: #fff; padding: 0 24px; display: flex; gap: 22px; align-items: center; height: 48px; }}
+header a {{ color: #cfd8ea; text-decoration: none; }} header a:hover {{ color: #fff; }}
+header b {{ color: #fff; font-size: 16px; letter-spacing: .3px; margin-right: 8px; }}
+.user {{ margin-left: auto; color: #cfd8ea; display: flex; gap: 8px; align-items: center; }}
+.role {{ background: #34405a; color: #fff; border-radius: 10px; padding: 1px 8px; font-size: 12px; }}
+main {{ padding: 18px 24px 40px; max-width: 1500px; }}
+h1 {{ font-size: 22px; margin: 4px 0 14px; }} h2 {{ font-size: 16px; margin: 22px 0 8px; }}
+a {{ color: var(--accent); }}
+table {{ border-collapse: collapse; width: 100%; margin: 8px 0; background: #fff; border: 1px solid var(--line); border-radius: 6px; }}
+th, td {{ border-bottom: 1px solid var(--line); padding: 6px 8px; text-align: left; vertical-align: top; font-size: 13px; }}
+th {{ background: var(--soft); position: sticky; top: 0; font-weight: 600; color: #3b4456; white-space: nowrap; }}
+tbody tr:hover td {{ background: #f8faff; }}
+tr.error td {{ background: #fdecec; }} tr.current td {{ background: #fff3c4 !important; }}
+td {{ max-width: 520px; overflow-wrap: anywhere; font-family: ui-monospace, "SFMono-Regular", Menlo, monospace; font-size: 12.5px; }}
+form {{ margin: 8px 0; display: flex; gap: 10px; flex-wrap: wrap; align-items: center; }}
+form.inline {{ display: inline; margin: 0; }}
+label {{ color: #3b4456; }}
+input, select, textarea {{ font: inherit; padding: 5px 7px; border: 1px solid #cdd3de; border-radius: 4px; background: #fff; }}
+textarea {{ width: 100%; font-family: ui-monospace, monospace; }}
+button, .button {{ font: inherit; padding: 5px 12px; border: 1px solid #bcc4d2; border-radius: 4px; background: #fff; color: var(--ink); cursor: pointer; text-decoration: none; display: inline-block; }}
+button:hover, .button:hover {{ background: var(--soft); }}
+.primary {{ background: var(--accent); border-color: var(--accent); color: #fff; }} .primary:hover {{ background: #2459b8; }}
+.approve {{ background: #1f8a4c; border-color: #1f8a4c; color: #fff; }} .deny {{ background: #c23b3b; border-color: #c23b3b; color: #fff; }}
+button.link {{ background: none; border: none; color: #cfd8ea; padding: 0 4px; }}
+.card {{ background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 14px 18px; margin: 12px 0; }}
+.narrow {{ max-width: 560px; }}
+pre.sql {{ background: #0f1522; color: #e8edf7; padding: 10px 12px; border-radius: 6px; white-space: pre-wrap; overflow-wrap: anywhere; margin: 6px 0; }}
+dl.facts {{ display: grid; grid-template-columns: max-content 1fr; gap: 4px 14px; margin: 8px 0; }}
+dl.facts dt {{ color: var(--muted); }} dl.facts dd {{ margin: 0; }}
 .pane {{ display: grid; grid-template-columns: 1fr 1fr; gap: 12px; }}
-.empty {{ color: #777; }} .tag {{ background: #eef; padding: 1px 5px; border-radius: 3px; }}
+.empty, small {{ color: var(--muted); }} .tag {{ background: #eef1fb; padding: 1px 6px; border-radius: 3px; }}
+.error {{ color: #a12828; }}
+.notice {{ background: #e9f7ec; border: 1px solid #bfe3c8; padding: 8px 12px; border-radius: 6px; }}
+.progress {{ font-weight: 600; }}
+.live {{ display: inline-block; width: 8px; height: 8px; border-radius: 50%; background: #1f8a4c; margin-right: 6px; }}
 .only-a {{ background: #fdecec; }} .only-b {{ background: #e9f7ec; }} .changed {{ background: #fff6d6; }}
 </style></head>
-<body><header><b>Chaperone</b><a href="/">Sessions</a><a href="/tables">Tables</a><a href="/sql">SQL</a><a href="/diff">Diff</a></header>
+<body><header><b>Chaperone</b><a href="/">Sessions</a><a href="/tables">Tables</a><a href="/sql">SQL</a><a href="/diff">Diff</a>{inbox}{user}</header>
 <main><h1>{title}</h1>
 {body}
 </main></body></html>"#,
         title = escape(title),
+        user = user_box(),
     )
 }
 

@@ -8,12 +8,18 @@
 //! - [`api`]: the JSON API (documented in `query-ui/openapi.yaml`);
 //! - [`pages`]: the server-rendered web UI (no front-end build chain);
 //! - [`access`]: who may call it, and the access log (who looked at the audit
-//!   trail is audit data too).
+//!   trail is audit data too);
+//! - [`login`]: people's web login (OIDC) and their browser sessions;
+//! - [`inbox`]: the approvers' inbox of held statements (guardrails);
+//! - [`live`]: running sessions, polled by the sessions list.
 
 pub mod access;
 pub mod api;
 pub mod config;
 pub mod html;
+pub mod inbox;
+pub mod live;
+pub mod login;
 pub mod pages;
 
 use std::net::SocketAddr;
@@ -44,6 +50,22 @@ pub struct AppState {
     pub config: UiConfig,
     pub catalog: Catalog,
     pub sessions: chaperone_replayer::archive::Archive,
+    /// People's web login (`[ui.login]`).
+    pub login: Option<login::Login>,
+    /// The gateway's approvals, when the service runs in the gateway's process
+    /// ([`AppState::attach_approvals`]): the inbox decides through them.
+    pub approvals: std::sync::OnceLock<Arc<chaperone_proxy::guardrails::approvals::Approvals>>,
+}
+
+impl AppState {
+    /// Gives the inbox the gateway's approvals (the same store, approvers and
+    /// rules as the API and the CLI).
+    pub fn attach_approvals(
+        &self,
+        approvals: Arc<chaperone_proxy::guardrails::approvals::Approvals>,
+    ) {
+        let _ = self.approvals.set(approvals);
+    }
 }
 
 /// Opens the archive at `location` and builds the service's state.
@@ -62,10 +84,16 @@ pub async fn open(
     )
     .await?;
     let sessions = chaperone_replayer::archive::Archive::open(location).await?;
+    let login = match &config.login {
+        Some(c) => Some(login::Login::start(c).await?),
+        None => None,
+    };
     Ok(Arc::new(AppState {
         config,
         catalog,
         sessions,
+        login,
+        approvals: std::sync::OnceLock::new(),
     }))
 }
 
@@ -75,10 +103,13 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
     axum::Router::new()
         .merge(api::routes())
         .merge(pages::routes())
+        .merge(inbox::routes())
+        .merge(live::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             access::guard,
         ))
+        .merge(login::routes())
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ready\n" }))
         .with_state(state)

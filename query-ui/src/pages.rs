@@ -60,7 +60,13 @@ async fn sessions_page(
         }
         Err(e) => error_box(e),
     };
-    Html(page("Sessions", &format!("{form}{body}<p><small>Newest first. The list refreshes every 10 s.</small></p><script>setTimeout(()=>location.reload(),10000)</script>")))
+    Html(page(
+        "Sessions",
+        &format!(
+            "{}{form}{body}<p><small>Newest first.</small></p>",
+            crate::live::panel()
+        ),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -133,7 +139,8 @@ async fn session_page(
 <label>Speed <select id="speed"><option value="2000">0.5×</option><option value="1000" selected>1×</option><option value="250">4×</option><option value="50">20×</option><option value="10">100×</option></select></label>
 <span id="pos"></span></form>
 <script>
-(() => {
+// The timeline comes after the player: wire it once the page is parsed.
+addEventListener('DOMContentLoaded', () => {
   const rows = Array.from(document.querySelectorAll('#timeline tbody tr'));
   let i = -1, timer = null;
   const show = (n) => { if (!rows.length) return; rows.forEach(r => r.classList.remove('current'));
@@ -144,7 +151,7 @@ async fn session_page(
   document.getElementById('prev').onclick = () => show(i - 1);
   document.getElementById('pause').onclick = stop;
   document.getElementById('play').onclick = () => { stop(); timer = setInterval(() => { if (i >= rows.length - 1) stop(); else show(i + 1); }, +document.getElementById('speed').value); };
-})();
+});
 </script>"#;
     Html(page(
         &format!("Session {id}"),

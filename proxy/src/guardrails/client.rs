@@ -141,7 +141,8 @@ fn one_line(s: &str, max: usize) -> String {
     }
 }
 
-fn time(secs: i64) -> String {
+/// Unix seconds as `YYYY-MM-DD hh:mm:ssZ` (the CLI's and the web inbox's times).
+pub fn time(secs: i64) -> String {
     let d = secs.rem_euclid(86_400);
     format!(
         "{} {:02}:{:02}:{:02}Z",

@@ -411,6 +411,23 @@ impl Approvals {
             .map(|a| a.name.as_str())
     }
 
+    /// The configured approver who is this person (a web UI login): the one
+    /// named like any of `names` (subject, email, ...), else the one listing
+    /// any of them in its `identities`.
+    pub fn approver_for_person(&self, names: &[&str]) -> Option<&str> {
+        let by_name = self
+            .approvers
+            .iter()
+            .find(|a| names.contains(&a.name.as_str()));
+        by_name
+            .or_else(|| {
+                self.approvers
+                    .iter()
+                    .find(|a| a.identities.iter().any(|i| names.contains(&i.as_str())))
+            })
+            .map(|a| a.name.as_str())
+    }
+
     async fn request(&self, id: &str) -> Result<Option<Arc<ApprovalRequest>>, StoreError> {
         if let Some(r) = self.requests.lock().expect("requests lock").get(id) {
             return Ok(Some(r.clone()));
