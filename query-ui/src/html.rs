@@ -73,9 +73,16 @@ pub fn table(rows: &[Value], link: impl Fn(&str, &Value) -> Option<String>) -> S
         for c in &columns {
             let v = row.get(c.as_str()).unwrap_or(&Value::Null);
             let text = cell(v);
+            // The column's class lets the styles size SQL wide and hashes narrow.
+            let class = escape(c);
             match link(c, v) {
-                Some(href) => out += &format!("<td><a href=\"{}\">{text}</a></td>", escape(&href)),
-                None => out += &format!("<td>{text}</td>"),
+                Some(href) => {
+                    out += &format!(
+                        "<td class=\"c-{class}\"><a href=\"{}\">{text}</a></td>",
+                        escape(&href)
+                    )
+                }
+                None => out += &format!("<td class=\"c-{class}\">{text}</td>"),
             }
         }
         out += "</tr>";
@@ -128,10 +135,14 @@ h1 {{ font-size: 22px; margin: 4px 0 14px; }} h2 {{ font-size: 16px; margin: 22p
 a {{ color: var(--accent); }}
 table {{ border-collapse: collapse; width: 100%; margin: 8px 0; background: #fff; border: 1px solid var(--line); border-radius: 6px; }}
 th, td {{ border-bottom: 1px solid var(--line); padding: 6px 8px; text-align: left; vertical-align: top; font-size: 13px; }}
-th {{ background: var(--soft); position: sticky; top: 0; font-weight: 600; color: #3b4456; white-space: nowrap; }}
+th {{ background: var(--soft); font-weight: 600; color: #3b4456; white-space: nowrap; }}
+thead th {{ position: sticky; top: 0; }}
 tbody tr:hover td {{ background: #f8faff; }}
 tr.error td {{ background: #fdecec; }} tr.current td {{ background: #fff3c4 !important; }}
-td {{ max-width: 520px; overflow-wrap: anywhere; font-family: ui-monospace, "SFMono-Regular", Menlo, monospace; font-size: 12.5px; }}
+td {{ max-width: 520px; overflow-wrap: break-word; font-family: ui-monospace, "SFMono-Regular", Menlo, monospace; font-size: 12.5px; }}
+td.c-sql, td.c-error_message {{ min-width: 280px; }}
+td.c-result_hash, td.c-session_id {{ white-space: nowrap; }}
+td.c-result_hash {{ max-width: 110px; overflow: hidden; text-overflow: ellipsis; }}
 form {{ margin: 8px 0; display: flex; gap: 10px; flex-wrap: wrap; align-items: center; }}
 form.inline {{ display: inline; margin: 0; }}
 label {{ color: #3b4456; }}
@@ -147,6 +158,7 @@ button.link {{ background: none; border: none; color: #cfd8ea; padding: 0 4px; }
 pre.sql {{ background: #0f1522; color: #e8edf7; padding: 10px 12px; border-radius: 6px; white-space: pre-wrap; overflow-wrap: anywhere; margin: 6px 0; }}
 dl.facts {{ display: grid; grid-template-columns: max-content 1fr; gap: 4px 14px; margin: 8px 0; }}
 dl.facts dt {{ color: var(--muted); }} dl.facts dd {{ margin: 0; }}
+#timeline {{ overflow-x: auto; }}
 .pane {{ display: grid; grid-template-columns: 1fr 1fr; gap: 12px; }}
 .empty, small {{ color: var(--muted); }} .tag {{ background: #eef1fb; padding: 1px 6px; border-radius: 3px; }}
 .error {{ color: #a12828; }}

@@ -234,14 +234,12 @@ fn request_card(v: &RequestView, csrf: &str, can_decide: bool) -> String {
         ),
     ];
     if let Some(class) = &r.statement_class {
-        facts.push((
-            "Class",
-            format!(
-                "{} · tables {}",
-                escape(class),
-                escape(&r.tables.join(", "))
-            ),
-        ));
+        let tables = if r.tables.is_empty() {
+            String::new()
+        } else {
+            format!(" · tables {}", escape(&r.tables.join(", ")))
+        };
+        facts.push(("Class", format!("{}{tables}", escape(class))));
     }
     if !r.params.is_empty() {
         facts.push(("Parameters", escape(&r.params.join(", "))));
