@@ -196,3 +196,15 @@ async fn short_tokens_are_refused() {
     c.approvers.get_mut("alice").unwrap().token = Some("short".into());
     assert!(Approvals::open(&c).await.is_err());
 }
+
+/// A web UI login finds its approver by name, else by `identities`.
+#[tokio::test]
+async fn people_are_matched_to_approvers() {
+    let a = Approvals::open(&config("memory://")).await.unwrap();
+    assert_eq!(a.approver_for_person(&["bob", "bob@x"]), Some("bob"));
+    assert_eq!(
+        a.approver_for_person(&["someone", "agent-7"]),
+        Some("carol")
+    );
+    assert_eq!(a.approver_for_person(&["dave", "dave@x"]), None);
+}
