@@ -11,25 +11,18 @@
 //! is in the database, and every view was logged as an access record with the
 //! person who made it. Screenshots land in `$CARGO_TARGET_TMPDIR/ui-browser/`.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_chaperone");
+use common::{free_port, root_sql, serve, Dir};
 const DB: &str = "chp_ui_browser";
 const ROBOT: &str = "robot-token-ui-browser-0123456789";
 /// Held by the `ddl` rule; its comment is attacker-controlled markup.
 const HELD: &str = "ALTER TABLE scratch COMMENT '<img src=x onerror=window.__xss=4>'";
-
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Kills and reaps a child process when the test ends, however it ends.
 struct Reaped(Child);
@@ -41,29 +34,8 @@ impl Drop for Reaped {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn clients_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
-}
-
-fn root_sql(sql: &str) -> String {
-    let out = Command::new("mariadb")
-        .args(["-h127.0.0.1", "-P3306", "-uroot", "-N", "-B", "-e", sql])
-        .output()
-        .expect("mariadb client");
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// `mariadb` as a gateway user; `--force` goes on after an error (recorded).
@@ -159,7 +131,7 @@ tokens = [{{ name = "ci-robot", token = "{ROBOT}", role = "auditor" }}]
 [ui.login]
 issuer = "{issuer}"
 client_id = "chaperone-ui"
-client_secret_env = "CHP_UI_BROWSER_CLIENT_SECRET"
+client_secret_file = "{dir}/client-secret"
 redirect_url = "http://127.0.0.1:{ui_port}/auth/callback"
 auditor_groups = ["chaperone-auditors"]
 approver_groups = ["chaperone-approvers"]
@@ -216,37 +188,14 @@ fn people_log_in_replay_sessions_and_approve_a_held_statement_in_the_browser() {
          INSERT INTO {DB}.orders VALUES (1, 'new', 'first'), (2, 'new', '<script>window.__xss=1</script>'), (3, 'paid', NULL); \
          CREATE TABLE {DB}.scratch (id INT PRIMARY KEY)"
     ));
-    let dir = Dir(std::env::temp_dir().join(format!("chp_ui_browser_{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = Dir::new("ui_browser");
+    std::fs::write(dir.0.join("client-secret"), "ui-secret\n").unwrap();
     let (port, ui_port) = (free_port(), free_port());
     let ui = format!("http://127.0.0.1:{ui_port}");
     let (_provider, issuer) = oidc_provider(&format!("{ui}/auth/callback"));
     let config = write_config(&dir.0, port, ui_port, &issuer);
     let log_path = dir.0.join("gateway.log");
-    let _gateway = Reaped(
-        Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("CHP_UI_BROWSER_CLIENT_SECRET", "ui-secret")
-            .env("CHAPERONE_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .expect("chaperone serve starts"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for p in [port, ui_port] {
-        while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "chaperone serve listens on {p}: {}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+    let _gateway = Reaped(serve(&config, &log_path, &[port, ui_port]));
 
     // Without credentials: pages go to the login, the API says 401; API
     // tokens keep working for automation.
