@@ -207,14 +207,14 @@ fn init_logging_at(json: bool, default_filter: &str) {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => {
-            let config = chaperone_proxy::Config::load(&config)
-                .with_context(|| format!("loading {}", config.display()))?;
+        Command::Serve { config: path } => {
+            let (config, in_force) = chaperone_proxy::Config::load_effective(&path)
+                .with_context(|| format!("loading {}", path.display()))?;
             init_logging(config.gateway.log_format == "json");
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
-                .block_on(serve(config))
+                .block_on(serve(config, path, in_force))
         }
         Command::Config {
             command: ConfigCommand::Check { file },
@@ -308,7 +308,14 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn serve(config: chaperone_proxy::Config) -> anyhow::Result<()> {
+/// `chaperone serve`: the gateway until SIGTERM; SIGHUP (and `[gateway]
+/// config_poll_secs`) reload roles, policies and masking rules from `path`.
+async fn serve(
+    config: chaperone_proxy::Config,
+    path: PathBuf,
+    in_force: toml::Table,
+) -> anyhow::Result<()> {
+    use chaperone_proxy::control::Reloader;
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
@@ -316,12 +323,23 @@ async fn serve(config: chaperone_proxy::Config) -> anyhow::Result<()> {
         tracing::info!("shutdown requested");
         signal.cancel();
     });
-    start_gateway(config, shutdown).await?.stopped().await
+    let poll = config
+        .gateway
+        .config_poll_secs
+        .map(std::time::Duration::from_secs);
+    let gateway = start_gateway(config, shutdown.clone()).await?;
+    let reloader = Reloader::new(path, in_force, gateway.shared.clone(), gateway.workload.clone());
+    Arc::new(reloader).spawn(poll, shutdown)?;
+    gateway.stopped().await
 }
 
 /// A gateway started by [`start_gateway`].
 pub(crate) struct RunningGateway {
     pub addr: std::net::SocketAddr,
+    /// What sessions share (the control plane a reload replaces).
+    pub shared: Arc<chaperone_proxy::server::Shared>,
+    /// Token login's roles, replaced by a reload.
+    pub workload: Option<Arc<chaperone_proxy::identity::WorkloadIdentity>>,
     recorder: Option<Arc<chaperone_recorder::Recorder>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -409,9 +427,12 @@ pub(crate) async fn start_gateway(
         tracing::info!(%local, "audit service (API and web UI) listening");
     }
     let addr = gateway.local_addr();
+    let shared = gateway.shared();
     let task = tokio::spawn(gateway.run(shutdown));
     Ok(RunningGateway {
         addr,
+        shared,
+        workload: authenticator.workload().cloned(),
         recorder,
         task,
     })

@@ -104,6 +104,18 @@ pub struct GatewayConfig {
     /// `text` or `json`.
     #[serde(default = "default_log_format")]
     pub log_format: String,
+    /// Read the config file again every N seconds and apply a changed
+    /// `[roles.*]`, `[policies.*]` or `[masking]` (as SIGHUP does): replicas
+    /// sharing one file (a Kubernetes ConfigMap, a shared volume) follow it
+    /// within N seconds. None: only on SIGHUP.
+    #[serde(default)]
+    pub config_poll_secs: Option<u64>,
+    /// A second file holding only `[roles.*]`, `[policies.*]` and `[masking]`,
+    /// merged into this config (relative to this file's directory): the policy
+    /// source every replica shares while each keeps its own `[gateway]`. A name
+    /// defined in both files is an error.
+    #[serde(default)]
+    pub policy_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -294,17 +306,47 @@ fn default_user_plugin() -> String {
     crate::protocol::handshake::CACHING_SHA2_PASSWORD.to_string()
 }
 
+/// The sections a `[gateway] policy_file` may hold: those a reload applies.
+pub const POLICY_FILE_SECTIONS: [&str; 3] = ["roles", "policies", "masking"];
+
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text)
+        Self::load_effective(path).map(|(config, _)| config)
+    }
+
+    /// The config from `path` with its `[gateway] policy_file` merged in, and
+    /// that merged content as a table (what a reload diffs).
+    pub fn load_effective(path: &Path) -> Result<(Self, toml::Table), ConfigError> {
+        let text = read_file(path)?;
+        let mut table: toml::Table = toml::from_str(&text)?;
+        let Some(policy_file) = policy_file_of(&table, path) else {
+            // Typed from the text: errors point at the file's lines.
+            return Ok((Self::parse(&text)?, table));
+        };
+        let policies: toml::Table = toml::from_str(&read_file(&policy_file)?)?;
+        merge_policy_file(&mut table, policies, &policy_file)?;
+        Ok((Self::from_table(table.clone())?, table))
+    }
+
+    /// The content of `path` with its `[gateway] policy_file` merged in, not
+    /// checked: what [`Config::load_effective`] diffs against, also for a
+    /// config it rejects.
+    pub fn effective_table(path: &Path) -> Result<toml::Table, ConfigError> {
+        let mut table: toml::Table = toml::from_str(&read_file(path)?)?;
+        if let Some(policy_file) = policy_file_of(&table, path) {
+            let policies: toml::Table = toml::from_str(&read_file(&policy_file)?)?;
+            merge_policy_file(&mut table, policies, &policy_file)?;
+        }
+        Ok(table)
     }
 
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let mut config: Config = toml::from_str(text)?;
+        Self::from_table(toml::from_str(text)?)
+    }
+
+    /// Types and checks a config's content.
+    fn from_table(table: toml::Table) -> Result<Self, ConfigError> {
+        let mut config: Config = toml::Value::Table(table).try_into()?;
         if let Some(var) = &config.gateway.id_env {
             config.gateway.id = std::env::var(var).map_err(|_| ConfigError::MissingEnv {
                 what: "gateway.id_env".into(),
@@ -358,6 +400,12 @@ impl Config {
         if self.gateway.max_packet_size < 1024 || self.gateway.max_packet_size > 1 << 30 {
             return invalid("gateway.max_packet_size must be between 1 KiB and 1 GiB".into());
         }
+        if self.gateway.config_poll_secs == Some(0) {
+            return invalid(
+                "gateway.config_poll_secs must be at least 1 (leave it out to reload on SIGHUP only)"
+                    .into(),
+            );
+        }
         if !matches!(self.gateway.log_format.as_str(), "text" | "json") {
             return invalid("gateway.log_format must be \"text\" or \"json\"".into());
         }
@@ -376,6 +424,58 @@ impl Config {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.gateway.shutdown_grace_secs)
     }
+}
+
+fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// `[gateway] policy_file`, relative to the config file's directory.
+fn policy_file_of(table: &toml::Table, config_path: &Path) -> Option<PathBuf> {
+    let file = table.get("gateway")?.get("policy_file")?.as_str()?;
+    Some(config_path.parent().unwrap_or(Path::new(".")).join(file))
+}
+
+/// Adds the sections of a policy file to the main config's.
+fn merge_policy_file(
+    main: &mut toml::Table,
+    policies: toml::Table,
+    path: &Path,
+) -> Result<(), ConfigError> {
+    for (section, value) in policies {
+        let toml::Value::Table(entries) = value else {
+            return Err(ConfigError::Invalid(format!(
+                "{}: `{section}` must be a section ([{section}...])",
+                path.display()
+            )));
+        };
+        if !POLICY_FILE_SECTIONS.contains(&section.as_str()) {
+            return Err(ConfigError::Invalid(format!(
+                "{}: [{section}] cannot be in a policy file; it holds only {}",
+                path.display(),
+                POLICY_FILE_SECTIONS.map(|s| format!("[{s}]")).join(", ")
+            )));
+        }
+        let target = main
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        let Some(target) = target.as_table_mut() else {
+            return Err(ConfigError::Invalid(format!("`{section}` must be a section")));
+        };
+        for (name, entry) in entries {
+            if target.contains_key(&name) {
+                return Err(ConfigError::Invalid(format!(
+                    "{section}.{name} is defined both in the config and in the policy file {}",
+                    path.display()
+                )));
+            }
+            target.insert(name, entry);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -404,6 +504,49 @@ mod tests {
         "#;
         let err = Config::parse(text).unwrap_err().to_string();
         assert!(err.contains("users.app.target"), "{err}");
+    }
+
+    #[test]
+    fn a_policy_file_adds_policies_and_may_hold_nothing_else() {
+        let dir = std::env::temp_dir().join(format!("chp_policy_file_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let main = dir.join("chaperone.toml");
+        std::fs::write(
+            &main,
+            r#"
+            [gateway]
+            listen = "127.0.0.1:0"
+            policy_file = "policies.toml"
+            [targets.db]
+            address = "127.0.0.1:3306"
+            user = "root"
+            password = ""
+            [users.app]
+            target = "db"
+            password = "x"
+            policy = "shared"
+            "#,
+        )
+        .unwrap();
+        let policies = dir.join("policies.toml");
+        std::fs::write(&policies, "[policies.shared]\nclasses = [\"read\"]\n").unwrap();
+        let (config, table) = Config::load_effective(&main).unwrap();
+        assert_eq!(config.policies["shared"].classes, ["read"]);
+        assert!(table["policies"].get("shared").is_some());
+
+        std::fs::write(&policies, "[targets.other]\naddress = \"x:1\"\n").unwrap();
+        let err = Config::load(&main).unwrap_err().to_string();
+        assert!(err.contains("[targets] cannot be in a policy file"), "{err}");
+
+        std::fs::write(
+            &main,
+            std::fs::read_to_string(&main).unwrap() + "[policies.shared]\nclasses = []\n",
+        )
+        .unwrap();
+        std::fs::write(&policies, "[policies.shared]\nclasses = [\"read\"]\n").unwrap();
+        let err = Config::load(&main).unwrap_err().to_string();
+        assert!(err.contains("policies.shared is defined both"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -10,10 +10,12 @@
 //! - [`protocol`]: the wire format;
 //! - [`auth`]: who the client is; [`identity`]: workload identity (OIDC tokens,
 //!   roles, just-in-time credentials); [`upstream`]: the gateway's own database login;
+//! - [`control`]: roles, policies and masking rules reloaded while running;
 //! - [`tap`], [`metrics`], [`tls`], [`config`].
 
 pub mod auth;
 pub mod config;
+pub mod control;
 pub mod guardrails;
 pub mod identity;
 pub mod masking;

@@ -76,8 +76,9 @@ pub struct Shared {
     pub any_local_infile: bool,
     /// The policies and approvals (`[policies.*]`, `[approvals]`).
     pub guardrails: Arc<crate::guardrails::Guardrails>,
-    /// Every role's masking policy, compiled from `[masking]`.
-    pub masking: Arc<crate::masking::Masking>,
+    /// The guardrail policies and masking rules in force: replaced by a
+    /// config reload (`crate::control`).
+    pub control: crate::control::ControlPlane,
     server_info: RwLock<ServerInfo>,
     next_connection_id: AtomicU32,
 }
@@ -143,10 +144,9 @@ impl Gateway {
             })?;
         let any_local_infile = targets.values().any(|t| t.allow_local_infile);
         let guardrails = Arc::new(crate::guardrails::Guardrails::from_config(&config).await?);
-        let masking = crate::masking::Masking::compile(&config.masking)
-            .map_err(|e| crate::config::ConfigError::Invalid(e.to_string()))?;
+        let policies = crate::control::PolicySet::compile(&config)?;
         let shared = Arc::new(Shared {
-            masking: Arc::new(masking),
+            control: crate::control::ControlPlane::new(policies),
             targets,
             authenticator,
             tap,

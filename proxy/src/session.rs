@@ -240,6 +240,8 @@ struct Session {
     /// A command the client sent while its previous one was held for
     /// approval (see [`client_gone`]): the next one to run.
     pipelined: Option<Packet>,
+    /// The control plane's generation `guard` and `masking` were taken from.
+    policy_generation: u64,
     /// Next frame sequence number (per session, gap-free).
     frame_seq: u64,
     command_index: u64,
@@ -404,8 +406,10 @@ impl Session {
             }
         };
         let mut login = login;
+        let (policies, policy_generation) = shared.control.current();
         let mut guard = crate::guardrails::SessionGuard::new(
             shared.guardrails.clone(),
+            &policies,
             &login.grant,
             &shared.config.gateway.id,
         );
@@ -447,11 +451,12 @@ impl Session {
         let ok_seq = login.seq;
         client.set_backpressure_boundary(64 * 1024);
         let masking = crate::masking::SessionMasking::new(
-            shared.masking.policy(login.grant.identity.role.as_deref()),
+            policies.masking(login.grant.identity.role.as_deref()),
         );
         let mut session = Session {
             shared: shared.clone(),
             masking,
+            policy_generation,
             response_masker: None,
             pipelined: None,
             client,
@@ -732,6 +737,20 @@ impl Session {
         frame
     }
 
+    /// After a config reload, the next command is judged and masked by the
+    /// new policies (`crate::control`).
+    fn follow_config_reload(&mut self) {
+        if self.shared.control.generation() == self.policy_generation {
+            return;
+        }
+        let (policies, generation) = self.shared.control.current();
+        self.guard.reload(&policies);
+        self.masking
+            .set_policy(policies.masking(self.grant.identity.role.as_deref()));
+        self.policy_generation = generation;
+        debug!(generation, "session follows the reloaded config");
+    }
+
     /// The command loop.
     async fn serve(mut self, shutdown: CancellationToken) {
         let idle = self.shared.config.idle_timeout();
@@ -812,6 +831,7 @@ impl Session {
                 );
                 break End::Protocol(format!("command with sequence id {}", packet.seq));
             }
+            self.follow_config_reload();
             match self.command(packet).await {
                 Ok(None) => {
                     last_activity = tokio::time::Instant::now();
@@ -1601,8 +1621,10 @@ impl Session {
             }
         };
         let mut login = login;
+        let (policies, policy_generation) = self.shared.control.current();
         let mut guard = crate::guardrails::SessionGuard::new(
             self.shared.guardrails.clone(),
+            &policies,
             &login.grant,
             &self.shared.config.gateway.id,
         );
@@ -1642,11 +1664,9 @@ impl Session {
         self.hello = hello;
         self.grant = login.grant;
         self.guard = guard;
-        self.masking = crate::masking::SessionMasking::new(
-            self.shared
-                .masking
-                .policy(self.grant.identity.role.as_deref()),
-        );
+        self.masking =
+            crate::masking::SessionMasking::new(policies.masking(self.grant.identity.role.as_deref()));
+        self.policy_generation = policy_generation;
         self.database = database;
         self.statements.clear();
         self.frame_seq = 0;

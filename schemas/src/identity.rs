@@ -13,6 +13,9 @@ pub enum AuthMethod {
     OidcToken,
     /// Just-in-time credentials minted for an OIDC identity.
     JitCredential,
+    /// Not a client: a control-plane record (a config reload), attributed to
+    /// the signal's sender or the polled source.
+    ControlPlane,
 }
 
 impl AuthMethod {
@@ -21,6 +24,7 @@ impl AuthMethod {
             AuthMethod::GatewayPassword => "gateway_password",
             AuthMethod::OidcToken => "oidc_token",
             AuthMethod::JitCredential => "jit_credential",
+            AuthMethod::ControlPlane => "control_plane",
         }
     }
 }

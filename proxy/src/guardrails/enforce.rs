@@ -30,6 +30,7 @@ use super::config::{Action, ApprovalMode};
 use super::explain::{self, Estimate};
 use super::policy::{self, Context, Decision, Policy, Verdict};
 use super::Guardrails;
+use crate::control::PolicySet;
 use crate::auth::Grant;
 use crate::protocol::response::{codes, ErrInfo};
 use crate::sql::{Analysis, Features, StatementKind};
@@ -85,6 +86,10 @@ pub struct SqlCommand<'a> {
 pub struct SessionGuard {
     guardrails: Arc<Guardrails>,
     policy: Option<Arc<Policy>>,
+    /// The policy name and role of the grant, to find the session's policy in
+    /// a reloaded [`PolicySet`].
+    login_policy: Option<String>,
+    role: Option<String>,
     requester: Requester,
     target: String,
     gateway_id: String,
@@ -109,17 +114,40 @@ fn store_error(e: &approvals::StoreError) -> GuardError {
 }
 
 impl SessionGuard {
-    pub fn new(guardrails: Arc<Guardrails>, grant: &Grant, gateway_id: &str) -> Self {
-        let policy = guardrails.policy(grant.policy.as_deref());
+    pub fn new(
+        guardrails: Arc<Guardrails>,
+        policies: &PolicySet,
+        grant: &Grant,
+        gateway_id: &str,
+    ) -> Self {
+        let role = grant.identity.role.clone();
+        let policy = policies.policy(policies.policy_name(role.as_deref(), grant.policy.as_deref()));
         SessionGuard {
             guardrails,
             policy,
+            login_policy: grant.policy.clone(),
+            role,
             requester: Requester::of(&grant.identity),
             target: grant.target.clone(),
             gateway_id: gateway_id.to_string(),
             no_backslash_escapes: false,
             access: None,
             access_checked: None,
+        }
+    }
+
+    /// Takes the session's policy from a reloaded config: the next command is
+    /// judged by it. A policy that vanished from the config (its role now names
+    /// another) is replaced; one that no longer exists at all is kept, so that a
+    /// session never ends up less guarded by a dangling name.
+    pub fn reload(&mut self, policies: &PolicySet) {
+        let name = policies.policy_name(self.role.as_deref(), self.login_policy.as_deref());
+        match (name, policies.policy(name)) {
+            (None, _) => self.policy = None,
+            (Some(_), Some(p)) => self.policy = Some(p),
+            (Some(n), None) => {
+                warn!(policy = n, "reloaded config lacks the session's policy; keeping the previous version")
+            }
         }
     }
 

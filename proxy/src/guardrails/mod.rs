@@ -23,19 +23,17 @@ pub mod enforce;
 pub mod explain;
 pub mod policy;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError};
 use approvals::Approvals;
-use policy::Policy;
 
 pub use enforce::{ClientGone, GuardError, PreparedGuard, SessionGuard, SqlCommand};
 
-/// The policies and the approval service, shared by every session.
+/// The approval service, shared by every session. The policies themselves
+/// change at run time: they are in [`crate::control::PolicySet`].
 #[derive(Default)]
 pub struct Guardrails {
-    policies: HashMap<String, Arc<Policy>>,
     approvals: Option<Arc<Approvals>>,
     /// Cancelled when the gateway shuts down: held statements stop waiting
     /// (their requests stay pending, for a retry once approved).
@@ -43,19 +41,13 @@ pub struct Guardrails {
 }
 
 impl Guardrails {
-    /// Compiles `[policies.*]` and opens the `[approvals]` store.
+    /// Opens the `[approvals]` store.
     pub async fn from_config(config: &Config) -> Result<Self, ConfigError> {
-        let policies = config
-            .policies
-            .iter()
-            .map(|(name, p)| (name.clone(), Arc::new(Policy::from_config(name, p))))
-            .collect();
         let approvals = match &config.approvals {
             Some(a) => Some(Arc::new(Approvals::open(a).await?)),
             None => None,
         };
         Ok(Guardrails {
-            policies,
             approvals,
             shutdown: Default::default(),
         })
@@ -68,10 +60,6 @@ impl Guardrails {
 
     pub fn shutting_down(&self) -> &tokio_util::sync::CancellationToken {
         &self.shutdown
-    }
-
-    pub fn policy(&self, name: Option<&str>) -> Option<Arc<Policy>> {
-        name.and_then(|n| self.policies.get(n)).cloned()
     }
 
     pub fn approvals(&self) -> Option<&Arc<Approvals>> {

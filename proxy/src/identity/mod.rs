@@ -49,7 +49,9 @@ pub enum Refusal {
 /// Tokens to identities to grants: the issuers and the roles.
 pub struct WorkloadIdentity {
     validator: TokenValidator,
-    roles: Roles,
+    /// Replaced on a config reload (`crate::control`); logins in flight keep
+    /// the roles they started with.
+    roles: std::sync::RwLock<Arc<Roles>>,
 }
 
 impl WorkloadIdentity {
@@ -66,12 +68,21 @@ impl WorkloadIdentity {
         }
         Ok(Some(WorkloadIdentity {
             validator: TokenValidator::new(issuers, config.identity.max_token_bytes),
-            roles: Roles::from_config(&config.roles),
+            roles: std::sync::RwLock::new(Arc::new(Roles::from_config(&config.roles))),
         }))
     }
 
     pub fn validator(&self) -> &TokenValidator {
         &self.validator
+    }
+
+    /// Installs the roles of a reloaded config: later logins are mapped by them.
+    pub fn set_roles(&self, roles: Roles) {
+        *self.roles.write().expect("roles lock") = Arc::new(roles);
+    }
+
+    fn roles(&self) -> Arc<Roles> {
+        self.roles.read().expect("roles lock").clone()
     }
 
     /// Validates `token` and finds the role granting `target`.
@@ -82,7 +93,7 @@ impl WorkloadIdentity {
     ) -> Result<(Identity, RoleGrant), Refusal> {
         let verified = self.validator.validate(token).await?;
         let grant = self
-            .roles
+            .roles()
             .resolve(&verified.issuer.name, &verified.claims, target)
             .map_err(|reason| Refusal::Role {
                 identity: Box::new(identity_of(&verified, None)),

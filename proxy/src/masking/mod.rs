@@ -53,6 +53,12 @@ impl SessionMasking {
         }
     }
 
+    /// Takes the role's policy from a reloaded config. Prepared statements keep
+    /// their lineage; their next execution is masked by the new rules.
+    pub fn set_policy(&mut self, policy: Option<Arc<Policy>>) {
+        self.policy = policy;
+    }
+
     pub fn is_active(&self) -> bool {
         self.policy.is_some()
     }
