@@ -328,7 +328,12 @@ async fn serve(
         .config_poll_secs
         .map(std::time::Duration::from_secs);
     let gateway = start_gateway(config, shutdown.clone()).await?;
-    let reloader = Reloader::new(path, in_force, gateway.shared.clone(), gateway.workload.clone());
+    let reloader = Reloader::new(
+        path,
+        in_force,
+        gateway.shared.clone(),
+        gateway.workload.clone(),
+    );
     Arc::new(reloader).spawn(poll, shutdown)?;
     gateway.stopped().await
 }

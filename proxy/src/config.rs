@@ -463,7 +463,9 @@ fn merge_policy_file(
             .entry(section.clone())
             .or_insert_with(|| toml::Value::Table(Default::default()));
         let Some(target) = target.as_table_mut() else {
-            return Err(ConfigError::Invalid(format!("`{section}` must be a section")));
+            return Err(ConfigError::Invalid(format!(
+                "`{section}` must be a section"
+            )));
         };
         for (name, entry) in entries {
             if target.contains_key(&name) {
@@ -536,7 +538,10 @@ mod tests {
 
         std::fs::write(&policies, "[targets.other]\naddress = \"x:1\"\n").unwrap();
         let err = Config::load(&main).unwrap_err().to_string();
-        assert!(err.contains("[targets] cannot be in a policy file"), "{err}");
+        assert!(
+            err.contains("[targets] cannot be in a policy file"),
+            "{err}"
+        );
 
         std::fs::write(
             &main,

@@ -66,8 +66,8 @@ impl PolicySet {
             .iter()
             .map(|(name, r)| (name.clone(), r.policy.clone()))
             .collect();
-        let masking = Masking::compile(&config.masking)
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let masking =
+            Masking::compile(&config.masking).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(PolicySet {
             policies,
             role_policies,
@@ -136,10 +136,7 @@ impl ControlPlane {
 #[derive(Debug, Clone)]
 pub enum ReloadTrigger {
     /// SIGHUP, from this process and user when the kernel told us.
-    Signal {
-        pid: Option<u32>,
-        uid: Option<u32>,
-    },
+    Signal { pid: Option<u32>, uid: Option<u32> },
     /// `[gateway] config_poll_secs` found the file changed.
     Poll,
 }
@@ -523,7 +520,9 @@ fn flatten(prefix: &str, table: &toml::Table, out: &mut BTreeMap<String, String>
         match v {
             toml::Value::Table(t) => flatten(&key, t, out),
             // Arrays of tables (`[[policies.p.approve]]`) by index.
-            toml::Value::Array(items) if items.iter().all(|i| i.is_table()) && !items.is_empty() => {
+            toml::Value::Array(items)
+                if items.iter().all(|i| i.is_table()) && !items.is_empty() =>
+            {
                 for (i, item) in items.iter().enumerate() {
                     if let toml::Value::Table(t) = item {
                         flatten(&format!("{key}[{i}]"), t, out);
@@ -624,7 +623,10 @@ mod tests {
         .unwrap();
         let set = PolicySet::compile(&config).unwrap();
         // The role's current policy wins over the one the session logged in with.
-        assert_eq!(set.policy_name(Some("agent"), Some("loose")), Some("strict"));
+        assert_eq!(
+            set.policy_name(Some("agent"), Some("loose")),
+            Some("strict")
+        );
         // A role that no longer exists: the session keeps its login-time policy.
         assert_eq!(set.policy_name(Some("gone"), Some("loose")), Some("loose"));
         assert_eq!(set.policy_name(None, Some("loose")), Some("loose"));

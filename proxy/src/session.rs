@@ -1664,8 +1664,9 @@ impl Session {
         self.hello = hello;
         self.grant = login.grant;
         self.guard = guard;
-        self.masking =
-            crate::masking::SessionMasking::new(policies.masking(self.grant.identity.role.as_deref()));
+        self.masking = crate::masking::SessionMasking::new(
+            policies.masking(self.grant.identity.role.as_deref()),
+        );
         self.policy_generation = policy_generation;
         self.database = database;
         self.statements.clear();

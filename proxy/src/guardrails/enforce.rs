@@ -30,8 +30,8 @@ use super::config::{Action, ApprovalMode};
 use super::explain::{self, Estimate};
 use super::policy::{self, Context, Decision, Policy, Verdict};
 use super::Guardrails;
-use crate::control::PolicySet;
 use crate::auth::Grant;
+use crate::control::PolicySet;
 use crate::protocol::response::{codes, ErrInfo};
 use crate::sql::{Analysis, Features, StatementKind};
 use crate::upstream::Upstream;
@@ -121,7 +121,8 @@ impl SessionGuard {
         gateway_id: &str,
     ) -> Self {
         let role = grant.identity.role.clone();
-        let policy = policies.policy(policies.policy_name(role.as_deref(), grant.policy.as_deref()));
+        let policy =
+            policies.policy(policies.policy_name(role.as_deref(), grant.policy.as_deref()));
         SessionGuard {
             guardrails,
             policy,
@@ -146,7 +147,10 @@ impl SessionGuard {
             (None, _) => self.policy = None,
             (Some(_), Some(p)) => self.policy = Some(p),
             (Some(n), None) => {
-                warn!(policy = n, "reloaded config lacks the session's policy; keeping the previous version")
+                warn!(
+                    policy = n,
+                    "reloaded config lacks the session's policy; keeping the previous version"
+                )
             }
         }
     }
