@@ -100,16 +100,17 @@ impl PolicySet {
 
 /// The current [`PolicySet`], shared by every session of a gateway.
 pub struct ControlPlane {
-    current: RwLock<Arc<PolicySet>>,
-    /// Bumped by every install; sessions compare it before each command (one
-    /// atomic load: the lock is taken only when it moved).
+    /// The set and its generation, replaced together.
+    current: RwLock<(Arc<PolicySet>, u64)>,
+    /// The generation, also readable without the lock: sessions compare it
+    /// before each command (one atomic load; the lock only when it moved).
     generation: AtomicU64,
 }
 
 impl ControlPlane {
     pub fn new(set: PolicySet) -> ControlPlane {
         ControlPlane {
-            current: RwLock::new(Arc::new(set)),
+            current: RwLock::new((Arc::new(set), 0)),
             generation: AtomicU64::new(0),
         }
     }
@@ -120,15 +121,17 @@ impl ControlPlane {
 
     /// The current set and its generation.
     pub fn current(&self) -> (Arc<PolicySet>, u64) {
-        let set = self.current.read().expect("control plane lock");
-        (set.clone(), self.generation())
+        let (set, generation) = &*self.current.read().expect("control plane lock");
+        (set.clone(), *generation)
     }
 
     /// Makes `set` the current one; returns its generation.
     pub fn install(&self, set: PolicySet) -> u64 {
         let mut current = self.current.write().expect("control plane lock");
-        *current = Arc::new(set);
-        self.generation.fetch_add(1, Ordering::AcqRel) + 1
+        let generation = current.1 + 1;
+        *current = (Arc::new(set), generation);
+        self.generation.store(generation, Ordering::Release);
+        generation
     }
 }
 
