@@ -5,11 +5,11 @@
 //! stays in force; both changes are in the archive (`chaperone query`), and
 //! `chaperone verify` passes.
 
-mod support;
+mod common;
 
 use std::path::Path;
 
-use support::*;
+use common::*;
 
 const DB: &str = "chp_cp_reload";
 
@@ -66,7 +66,7 @@ fn sighup_tightens_the_policy_of_an_open_session_and_a_bad_config_changes_nothin
     let port = free_port();
     let config = write_config(&dir.0, port, r#"["read", "write", "session"]"#);
     let log = dir.0.join("serve.log");
-    let gateway = serve(&config, &log, port, &[]);
+    let gateway = serve(&config, &log, &[port]);
 
     let mut conn = OpenConnection::open(port, "app", "app-secret", DB);
     assert_eq!(conn.run("INSERT INTO t VALUES (1)"), "OK 0");
@@ -118,17 +118,14 @@ fn sighup_tightens_the_policy_of_an_open_session_and_a_bad_config_changes_nothin
     // config file is the rejected one now: the archive is named directly.)
     let archive = dir.0.join("archive");
     let archive = archive.to_str().unwrap();
-    let out = chaperone(
-        &[
+    let out = chaperone(&[
             "query",
             "--archive",
             archive,
             "--format",
             "json",
             "SELECT subject, auth_method, verdict, verdict_reason, sql FROM statements WHERE command = 'CONFIG_CHANGE' ORDER BY started_at",
-        ],
-        &[],
-    );
+        ]);
     assert!(
         out.status.success(),
         "{}",
@@ -168,16 +165,13 @@ fn sighup_tightens_the_policy_of_an_open_session_and_a_bad_config_changes_nothin
         "{rejected}"
     );
 
-    let out = chaperone(
-        &[
-            "verify",
-            "--store",
-            archive,
-            "--public-key",
-            &public_key_of_test_key(),
-        ],
-        &[],
-    );
+    let out = chaperone(&[
+        "verify",
+        "--store",
+        archive,
+        "--public-key",
+        &public_key_of_test_key(),
+    ]);
     assert!(
         out.status.success(),
         "verify: {}{}",

@@ -12,14 +12,14 @@
 //!   again: every INSERT the client got an OK for is in the archive, and
 //!   `chaperone verify` passes for every chain.
 
-mod support;
+mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use support::*;
+use common::*;
 
 const DB: &str = "chp_scale_out";
 const BUCKET: &str = "chp-scale-out";
@@ -105,11 +105,7 @@ signing_key_file = "{key}"
 }
 
 fn start(r: &Replica) -> Child {
-    let child = serve(&r.config, &r.log, r.port, &[]);
-    wait_listening(r.api_port, || {
-        std::fs::read_to_string(&r.log).unwrap_or_default()
-    });
-    child
+    serve(&r.config, &r.log, &[r.port, r.api_port])
 }
 
 /// haproxy in the foreground, TCP round robin over the replicas, killed on drop.
@@ -175,17 +171,14 @@ fn agent(port: u16, sql: &str) -> std::process::Output {
 
 /// `chaperone query SQL` over the shared archive, as JSON rows.
 fn query(config: &Path, sql: &str) -> Vec<serde_json::Value> {
-    let out = chaperone(
-        &[
-            "query",
-            "--config",
-            config.to_str().unwrap(),
-            "--format",
-            "json",
-            sql,
-        ],
-        &[],
-    );
+    let out = chaperone(&[
+        "query",
+        "--config",
+        config.to_str().unwrap(),
+        "--format",
+        "json",
+        sql,
+    ]);
     assert!(
         out.status.success(),
         "{sql}: {}",
@@ -201,14 +194,16 @@ fn query(config: &Path, sql: &str) -> Vec<serde_json::Value> {
 
 /// `chaperone approvals ARGS` against one replica's API.
 fn approvals(r: &Replica, args: &[&str]) -> std::process::Output {
-    let api = format!("http://127.0.0.1:{}", r.api_port);
-    let out = chaperone(
-        &[&["approvals"], args].concat(),
-        &[
-            ("CHAPERONE_API_URL", &api),
-            ("CHAPERONE_APPROVER_TOKEN", ALICE),
-        ],
-    );
+    let out = Command::new(BIN)
+        .arg("approvals")
+        .args(args)
+        .env(
+            "CHAPERONE_API_URL",
+            format!("http://127.0.0.1:{}", r.api_port),
+        )
+        .env("CHAPERONE_APPROVER_TOKEN", ALICE)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "chaperone approvals {args:?}: {}",
@@ -399,16 +394,13 @@ fn two_replicas_behind_haproxy_share_one_archive_approvals_and_policies() {
         .starts_with("~ policies.agent.classes"));
 
     // Every chain verifies.
-    let out = chaperone(
-        &[
-            "verify",
-            "--config",
-            a.config.to_str().unwrap(),
-            "--public-key",
-            &public_key_of_test_key(),
-        ],
-        &[],
-    );
+    let out = chaperone(&[
+        "verify",
+        "--config",
+        a.config.to_str().unwrap(),
+        "--public-key",
+        &public_key_of_test_key(),
+    ]);
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
