@@ -378,6 +378,7 @@ impl Reloader {
                 ("origin".to_string(), trigger.origin().to_string()),
                 ("source".to_string(), self.path.display().to_string()),
             ]),
+            access_request_id: None,
         })));
         let summary = CommandSummary {
             session_id: session_id.clone(),
