@@ -25,6 +25,9 @@ fn example() -> toml::Table {
 /// Parses a whole config the way the gateway does: the config, then its
 /// `[archive]` and `[ui]` sections with their own types.
 fn parse(config: &toml::Table) -> Result<(), String> {
+    // The example's secrets from the environment, as in production (the same
+    // value every time, so tests running in parallel agree).
+    std::env::set_var("CHAPERONE_UI_SESSION_KEY", "k".repeat(32));
     let text = toml::to_string(config).map_err(|e| e.to_string())?;
     let parsed: chaperone_proxy::Config = toml::from_str(&text).map_err(|e| e.to_string())?;
     if let Some(archive) = &parsed.archive {
@@ -109,6 +112,8 @@ const ALTERNATIVES: &[&[&str]] = &[
     &["token_env", "token_file", "token"],
     &["signing_key_env", "signing_key_file"],
     &["key_env", "key"],
+    &["client_secret_env", "client_secret_file", "client_secret"],
+    &["session_key_env", "session_key_file"],
 ];
 
 fn alternative_present(table: &toml::Table, key: &str) -> bool {
