@@ -406,6 +406,9 @@ pub(crate) async fn start_gateway(
         None => Arc::new(chaperone_proxy::tap::NoopTap),
     };
     let mut gateway = chaperone_proxy::Gateway::bind(config, authenticator.clone(), tap).await?;
+    if let Some(r) = &recorder {
+        gateway.metrics().register_collector(r.metrics_collector());
+    }
     gateway.start_admin(shutdown.clone()).await?;
     let api_shutdown = shutdown.clone();
     chaperone_proxy::identity::api::start(&gateway.shared(), &authenticator, async move {

@@ -92,6 +92,42 @@ fn duckdb(archive: &Path, sql: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// Adds the admin endpoint (metrics) to a config written by [`write_config`].
+fn with_admin(config: &Path, admin_port: u16) {
+    let text = std::fs::read_to_string(config).unwrap().replace(
+        "[gateway]\n",
+        &format!("[gateway]\nadmin_listen = \"127.0.0.1:{admin_port}\"\n"),
+    );
+    std::fs::write(config, text).unwrap();
+}
+
+/// GET /metrics on the admin endpoint.
+fn scrape(admin_port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", admin_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(
+        out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200"),
+        "{out}"
+    );
+    out
+}
+
+/// The value of one sample (`name value`) in a scrape.
+fn metric(scrape: &str, name: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{name} in the scrape:\n{scrape}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 fn number(text: &str) -> u64 {
     text.trim_matches(|c: char| !c.is_ascii_digit())
         .parse()
@@ -228,6 +264,8 @@ fn a_full_spool_refuses_statements_and_nothing_runs_unrecorded() {
         "store = \"s3://nowhere/audit\"",
     );
     std::fs::write(&config, text).unwrap();
+    let admin = free_port();
+    with_admin(&config, admin);
     std::fs::create_dir_all(dir.0.join("spool")).unwrap();
     std::fs::write(
         dir.0.join("spool/state.json"),
@@ -257,8 +295,31 @@ fn a_full_spool_refuses_statements_and_nothing_runs_unrecorded() {
             break;
         }
     }
+    let text = scrape(admin);
     terminate(gateway);
     let v = refused_at.expect("the spool filled up and statements were refused");
+    // The metrics say why: uploads failing, the spool past its limit, refusals.
+    assert!(
+        metric(&text, "chaperone_archive_requests_refused_total") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "chaperone_archive_upload_failures_total") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "chaperone_archive_upload_lag_seconds") > 0.0,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "chaperone_archive_spool_bytes")
+            >= metric(&text, "chaperone_archive_spool_limit_bytes"),
+        "{text}"
+    );
+    assert!(
+        metric(&text, "chaperone_archive_spool_sealed_segments") >= 1.0,
+        "{text}"
+    );
     assert!(
         message.contains("cannot be recorded") && message.contains("archive spool is full"),
         "a clear error: {message}"
@@ -270,5 +331,101 @@ fn a_full_spool_refuses_statements_and_nothing_runs_unrecorded() {
     assert_eq!(present, 0, "a refused statement was executed");
     let rows = number(&root_sql(&format!("SELECT count(*) FROM {db}.t")));
     assert_eq!(rows, v as u64);
+    root_sql(&format!("DROP DATABASE {db}"));
+}
+
+#[test]
+fn recorder_metrics_are_scraped_after_real_traffic() {
+    let db = "chp_rec_metrics";
+    root_sql(&format!(
+        "DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db}; CREATE TABLE {db}.t (v INT PRIMARY KEY)"
+    ));
+    let dir = Dir::new("metrics");
+    let port = free_port();
+    let admin = free_port();
+    let config = write_config(&dir.0, port, "");
+    with_admin(&config, admin);
+    let gateway = serve(&config, &dir.0.join("serve.log"), port);
+    let statements = 20;
+    let script: String = (0..statements)
+        .map(|v| format!("INSERT INTO t VALUES ({v}); SELECT v FROM t WHERE v = {v};\n"))
+        .collect();
+    let out = Command::new("mariadb")
+        .args([
+            "-h127.0.0.1",
+            &format!("-P{port}"),
+            "-uapp",
+            "-papp-secret",
+            "--skip-ssl",
+            db,
+            "-e",
+            &script,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Segments are sealed every 500 ms (segment_max_age_ms): wait for one to be
+    // uploaded.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = scrape(admin);
+        if metric(&text, "chaperone_archive_segments_uploaded_total") >= 1.0
+            && metric(&text, "chaperone_archive_spool_sealed_segments") == 0.0
+        {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no segment uploaded:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    terminate(gateway);
+    // Each statement of the script, plus the client's own (e.g. SELECT @@version_comment).
+    let recorded = metric(&text, "chaperone_archive_statements_recorded_total");
+    assert!(recorded >= 2.0 * statements as f64, "{text}");
+    // A request and at least one response frame per statement.
+    assert!(
+        metric(&text, "chaperone_archive_frames_recorded_total") >= 2.0 * recorded,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "chaperone_archive_segments_sealed_total") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "chaperone_archive_spooled_bytes_total") > 0.0,
+        "{text}"
+    );
+    // Group commits ran (fsync_interval_ms), and log rotations fsync too.
+    assert!(
+        metric(&text, "chaperone_archive_fsyncs_total") >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "chaperone_archive_requests_refused_total"),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "chaperone_archive_upload_failures_total"),
+        0.0,
+        "{text}"
+    );
+    // The log being written is always there.
+    assert!(
+        metric(&text, "chaperone_archive_spool_log_files") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "chaperone_archive_spool_bytes") > 0.0,
+        "{text}"
+    );
+    // The gateway's own metrics are still there beside them.
+    assert!(
+        metric(&text, "chaperone_connections_total") >= 1.0,
+        "{text}"
+    );
     root_sql(&format!("DROP DATABASE {db}"));
 }

@@ -5,7 +5,10 @@
 //! directly against the database, through a zero-logic relay (the cost of any
 //! TCP proxy: one more hop and two more copies), and through Chaperone with a
 //! no-op tap. Chaperone is compared with the relay (what the gateway's own logic
-//! costs) and the relay with the database (what the extra hop costs). Then the
+//! costs) and the relay with the database (what the extra hop costs). With
+//! `--via ...,recording`, a second gateway records everything to the archive
+//! (spool, fsync, sealing, upload to a local directory) in the same rounds:
+//! recording/relay and recording/chaperone are same-run ratios. Then the
 //! resident memory of a fresh gateway process is read before and after opening
 //! many idle authenticated connections.
 
@@ -103,6 +106,9 @@ pub enum Via {
     /// Chaperone with a masking profile (`c` and `pad` masked by rules, content
     /// detectors on every other string value): every result row is rewritten.
     Masking,
+    /// Chaperone recording everything (the archive recorder as its tap: spool,
+    /// group-commit fsync, sealing to zstd Parquet, upload to a local directory).
+    Recording,
     /// The gateway of `--baseline-exe`.
     Baseline,
 }
@@ -115,6 +121,7 @@ impl Via {
             Via::Chaperone => "chaperone",
             Via::Policy => "policy",
             Via::Masking => "masking",
+            Via::Recording => "recording",
             Via::Baseline => "baseline",
         }
     }
@@ -212,7 +219,11 @@ pub fn run(mut opts: Options) -> anyhow::Result<()> {
                 .await
         })?;
         let measured = (|| -> anyhow::Result<()> {
-            for kind in [Kind::Gateway, Kind::Relay] {
+            let mut kinds = vec![Kind::Gateway, Kind::Relay];
+            if opts.via.contains(&Via::Recording) {
+                kinds.insert(1, Kind::GatewayRecording);
+            }
+            for kind in kinds {
                 memory.push(measure_memory(
                     &rt,
                     kind,
@@ -288,6 +299,15 @@ fn run_sysbench(
     } else {
         None
     };
+    let recording_gateway = if opts.via.contains(&Via::Recording) {
+        Some(ServerProcess::start(
+            Kind::GatewayRecording,
+            upstream,
+            gateway_user,
+        )?)
+    } else {
+        None
+    };
     let baseline = match &opts.baseline_exe {
         Some(exe) => Some(
             ServerProcess::start_from(exe, Kind::Gateway, upstream, gateway_user)
@@ -322,6 +342,11 @@ fn run_sysbench(
         Via::Masking => {
             through_gateway(masking_gateway.as_ref().expect("started for --via masking"))
         }
+        Via::Recording => through_gateway(
+            recording_gateway
+                .as_ref()
+                .expect("started for --via recording"),
+        ),
         Via::Baseline => through_gateway(baseline.as_ref().expect("started with --baseline-exe")),
     };
     // The process that relays each path's traffic, for its CPU time.
@@ -331,6 +356,7 @@ fn run_sysbench(
         Via::Chaperone => Some(&gateway),
         Via::Policy => policy_gateway.as_ref(),
         Via::Masking => masking_gateway.as_ref(),
+        Via::Recording => recording_gateway.as_ref(),
         Via::Baseline => baseline.as_ref(),
     };
 
@@ -393,6 +419,9 @@ fn run_sysbench(
     if let Some(m) = masking_gateway {
         m.stop()?;
     }
+    if let Some(g) = recording_gateway {
+        g.stop()?;
+    }
     if let Some(b) = baseline {
         b.stop()?;
     }
@@ -412,7 +441,7 @@ fn measure_memory(
     let server = ServerProcess::start(kind, upstream, gateway_user)?;
     let address = server.addr.to_string();
     let client = match kind {
-        Kind::Gateway | Kind::GatewayPolicy | Kind::GatewayMasking => {
+        Kind::Gateway | Kind::GatewayPolicy | Kind::GatewayMasking | Kind::GatewayRecording => {
             Client::new(&address, &gateway_user.name, &gateway_user.password)?
         }
         Kind::Relay => Client::new(&address, &upstream.user, &upstream.password)?,
@@ -574,6 +603,7 @@ fn print_report(
         }
         println!("{}", t.render());
         print_logic_comparisons(opts, results);
+        print_recording_comparison(opts, results);
         if opts.baseline_exe.is_some() {
             print_baseline_comparison(opts, results);
         }
@@ -717,6 +747,50 @@ fn print_logic_comparisons(opts: &Options, results: &Results) {
                 t.render()
             );
         }
+    }
+}
+
+fn print_recording_comparison(opts: &Options, results: &Results) {
+    let mut t = Table::new([
+        "workload",
+        "threads",
+        "recording/relay QPS",
+        "recording/chaperone QPS",
+        "added p50 over chaperone µs",
+        "recording CPU µs/query",
+        "chaperone CPU µs/query",
+    ]);
+    let mut any = false;
+    for workload in &opts.workloads {
+        for &threads in &opts.threads {
+            let get = |via| results.get(&(workload.clone(), threads, via));
+            let (Some(r), Some(c), Some(g)) =
+                (get(Via::Relay), get(Via::Chaperone), get(Via::Recording))
+            else {
+                continue;
+            };
+            any = true;
+            let cpu = |cell: &Cell| cell.server_cpu_ns as f64 / 1e3 / cell.pooled.queries as f64;
+            t.row([
+                workload.clone(),
+                threads.to_string(),
+                format!("{:.3}", g.pooled.qps() / r.pooled.qps()),
+                format!("{:.3}", g.pooled.qps() / c.pooled.qps()),
+                format!(
+                    "{:+}",
+                    g.pooled.histogram.percentile(50.0) as i64
+                        - c.pooled.histogram.percentile(50.0) as i64
+                ),
+                format!("{:.2}", cpu(g)),
+                format!("{:.2}", cpu(c)),
+            ]);
+        }
+    }
+    if any {
+        println!(
+            "With recording on (target: recording/relay >= 0.90 at 8 threads):\n\n{}",
+            t.render()
+        );
     }
 }
 

@@ -36,6 +36,10 @@ pub enum Kind {
     /// (`crate::masking::SYSBENCH_MASKING`): sysbench's `c` and `pad` columns
     /// masked by rules, detectors on every other string value.
     GatewayMasking,
+    /// The gateway recording everything: the archive recorder as its tap, with
+    /// the default archive settings, a spool and a local-directory store in a
+    /// temporary directory (removed when it stops).
+    GatewayRecording,
 }
 
 impl Kind {
@@ -45,6 +49,7 @@ impl Kind {
             Kind::Relay => "relay",
             Kind::GatewayPolicy => "gateway-policy",
             Kind::GatewayMasking => "gateway-masking",
+            Kind::GatewayRecording => "gateway-recording",
         }
     }
 }
@@ -152,18 +157,32 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()?
         .block_on(async move {
             match args.kind {
-                Kind::Gateway | Kind::GatewayPolicy | Kind::GatewayMasking => {
+                Kind::Gateway
+                | Kind::GatewayPolicy
+                | Kind::GatewayMasking
+                | Kind::GatewayRecording => {
                     let config = chaperone_proxy::Config::parse(&gateway_config(&args))?;
                     let authenticator =
                         Arc::new(chaperone_proxy::auth::ConfigUsers::from_config(&config)?);
-                    let gateway = chaperone_proxy::Gateway::bind(
-                        config,
-                        authenticator,
-                        Arc::new(chaperone_proxy::tap::NoopTap),
-                    )
-                    .await?;
+                    let recording = match args.kind {
+                        Kind::GatewayRecording => Some(start_recorder()?),
+                        _ => None,
+                    };
+                    let tap: Arc<dyn chaperone_proxy::tap::Tap> = match &recording {
+                        Some((recorder, _)) => recorder.clone(),
+                        None => Arc::new(chaperone_proxy::tap::NoopTap),
+                    };
+                    let gateway =
+                        chaperone_proxy::Gateway::bind(config, authenticator, tap).await?;
                     announce(gateway.local_addr());
                     gateway.run(shutdown).await;
+                    if let Some((recorder, dir)) = recording {
+                        tokio::task::spawn_blocking(move || {
+                            recorder.shutdown(Duration::from_secs(30));
+                            let _ = std::fs::remove_dir_all(dir);
+                        })
+                        .await?;
+                    }
                 }
                 Kind::Relay => {
                     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -176,6 +195,21 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
             anyhow::Ok(())
         })
+}
+
+/// The archive recorder of `gateway-recording`: default settings (group-commit
+/// fsync, 64 MiB / 60 s segments, zstd 3), spool and store in a fresh
+/// temporary directory.
+fn start_recorder() -> anyhow::Result<(Arc<chaperone_recorder::Recorder>, PathBuf)> {
+    let dir = std::env::temp_dir().join(format!("chaperone-bench-archive-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let config = chaperone_recorder::ArchiveConfig::new(
+        dir.join("archive").to_str().context("utf-8 path")?,
+        &dir.join("spool"),
+    );
+    let recorder = chaperone_recorder::Recorder::open(config, "benchmark")?;
+    Ok((Arc::new(recorder), dir))
 }
 
 fn announce(addr: SocketAddr) {

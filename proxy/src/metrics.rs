@@ -3,7 +3,9 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::collector::Collector;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -29,7 +31,9 @@ pub struct ErrorLabels {
 
 /// Every metric the gateway exports.
 pub struct Metrics {
-    registry: Registry,
+    /// Locked to add collectors after start (the archive recorder's) and to
+    /// encode a scrape; never on the data path.
+    registry: Mutex<Registry>,
     pub connections_total: Counter,
     pub connections_active: Gauge,
     pub commands_total: Family<CommandLabels, Counter>,
@@ -61,7 +65,7 @@ impl Metrics {
             errors_total: Family::default(),
             upstream_connect_failures_total: Counter::default(),
             auth_failures_total: Counter::default(),
-            registry: Registry::default(),
+            registry: Mutex::new(Registry::default()),
         };
         registry.register(
             "connections",
@@ -103,7 +107,19 @@ impl Metrics {
             "Failed client authentications",
             m.auth_failures_total.clone(),
         );
-        Metrics { registry, ..m }
+        Metrics {
+            registry: Mutex::new(registry),
+            ..m
+        }
+    }
+
+    /// Adds metrics that another component computes at each scrape (the archive
+    /// recorder's spool and upload state), under the same `chaperone_` prefix.
+    pub fn register_collector(&self, collector: Box<dyn Collector>) {
+        self.registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .register_collector(collector);
     }
 
     pub fn error(&self, kind: &'static str) {
@@ -113,7 +129,8 @@ impl Metrics {
     /// The metrics in the Prometheus text format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        prometheus_client::encoding::text::encode(&mut out, &registry)
             .expect("writing to a String cannot fail");
         out
     }

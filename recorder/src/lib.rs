@@ -14,10 +14,12 @@
 
 pub mod catalog;
 pub mod chain;
+mod command_codec;
 pub mod config;
 mod fsutil;
 pub mod keyring;
 pub mod lifecycle;
+pub mod metrics;
 pub mod recorder;
 pub mod segment;
 pub mod since;

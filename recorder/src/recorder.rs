@@ -76,10 +76,12 @@ pub enum OpenError {
 pub struct Stats {
     pub events: AtomicU64,
     pub frames: AtomicU64,
+    pub statements: AtomicU64,
     pub bytes_spooled: AtomicU64,
     pub segments_sealed: AtomicU64,
     pub segments_uploaded: AtomicU64,
     pub upload_failures: AtomicU64,
+    pub upload_retries: AtomicU64,
     pub requests_refused: AtomicU64,
     pub frames_dropped: AtomicU64,
     pub spool_bytes_lost: AtomicU64,
@@ -91,10 +93,12 @@ pub struct Stats {
 pub struct StatsSnapshot {
     pub events: u64,
     pub frames: u64,
+    pub statements: u64,
     pub bytes_spooled: u64,
     pub segments_sealed: u64,
     pub segments_uploaded: u64,
     pub upload_failures: u64,
+    pub upload_retries: u64,
     pub requests_refused: u64,
     pub frames_dropped: u64,
     pub spool_bytes_lost: u64,
@@ -148,7 +152,7 @@ struct SealJob {
 }
 
 pub(crate) struct Inner {
-    config: ArchiveConfig,
+    pub(crate) config: ArchiveConfig,
     gateway_id: String,
     spool_dir: PathBuf,
     log_dir: PathBuf,
@@ -160,9 +164,9 @@ pub(crate) struct Inner {
     log: Mutex<ActiveLog>,
     written: AtomicU64,
     synced: AtomicU64,
-    spool_bytes: AtomicU64,
-    segments_pending: AtomicU64,
-    stats: Stats,
+    pub(crate) spool_bytes: AtomicU64,
+    pub(crate) segments_pending: AtomicU64,
+    pub(crate) stats: Stats,
     writer: OnceLock<Thread>,
     uploader: OnceLock<Thread>,
     seal_tx: Mutex<Option<mpsc::Sender<SealJob>>>,
@@ -304,6 +308,7 @@ impl Recorder {
         let mut sealer = Sealer {
             inner: inner.clone(),
             chain,
+            read_buf: Vec::new(),
         };
         sealer.recover().map_err(OpenError::Recovery)?;
 
@@ -381,10 +386,12 @@ impl Recorder {
         StatsSnapshot {
             events: get(&s.events),
             frames: get(&s.frames),
+            statements: get(&s.statements),
             bytes_spooled: get(&s.bytes_spooled),
             segments_sealed: get(&s.segments_sealed),
             segments_uploaded: get(&s.segments_uploaded),
             upload_failures: get(&s.upload_failures),
+            upload_retries: get(&s.upload_retries),
             requests_refused: get(&s.requests_refused),
             frames_dropped: get(&s.frames_dropped),
             spool_bytes_lost: get(&s.spool_bytes_lost),
@@ -392,6 +399,14 @@ impl Recorder {
             spool_bytes: get(&self.inner.spool_bytes),
             segments_pending: get(&self.inner.segments_pending),
         }
+    }
+
+    /// The recorder's metrics, for the gateway's `/metrics`
+    /// (`chaperone_proxy::metrics::Metrics::register_collector`).
+    pub fn metrics_collector(&self) -> Box<dyn prometheus_client::collector::Collector> {
+        Box::new(crate::metrics::RecorderMetrics {
+            inner: self.inner.clone(),
+        })
     }
 
     /// Seals the current log now (if it holds anything), without waiting.
@@ -640,9 +655,9 @@ impl Inner {
                 if let Some(s) = b.sessions.get_mut(&summary.session_id) {
                     segment::track_command(s, summary.command_index);
                 }
-                spool::encode_json(
+                self.stats.statements.fetch_add(1, Ordering::Relaxed);
+                spool::encode_command(
                     &mut b.bytes,
-                    Kind::Command,
                     &CommandRecord {
                         summary: *summary,
                         capped,
@@ -856,11 +871,14 @@ impl Inner {
             } else {
                 b.sessions.clone()
             };
-            log.file.sync_all()?;
-            self.synced
-                .store(self.written.load(Ordering::Acquire), Ordering::Release);
             (sessions, had)
         };
+        // Outside the buffer lock: the gateway keeps appending while the disk
+        // works (the log lock, held, keeps those appends out of the old file).
+        log.file.sync_all()?;
+        self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.synced
+            .store(self.written.load(Ordering::Acquire), Ordering::Release);
         let path = self.log_dir.join(log_file_name());
         let file = create_log(&path, &self.gateway_id, &checkpoint_sessions)?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -977,6 +995,8 @@ fn writer_loop(inner: Arc<Inner>) {
 struct Sealer {
     inner: Arc<Inner>,
     chain: ChainState,
+    /// The log being sealed, read into memory; kept between seals.
+    read_buf: Vec<u8>,
 }
 
 impl Sealer {
@@ -1058,6 +1078,7 @@ impl Sealer {
             segment,
             self.chain.previous(),
             &tmp,
+            &mut self.read_buf,
         )
         .map_err(|e| e.to_string())?;
         let lost: u64 = sealed
@@ -1131,6 +1152,20 @@ impl Sealer {
 }
 
 impl Inner {
+    /// Spool log files, and sealed segment directories (for metrics).
+    pub(crate) fn spool_files(&self) -> (usize, usize) {
+        (
+            list_logs(&self.log_dir).len(),
+            sealed_segments(&self.sealed_dir).len(),
+        )
+    }
+
+    /// When the oldest sealed segment still waiting for upload was sealed.
+    pub(crate) fn oldest_pending_sealed_at(&self) -> Option<std::time::SystemTime> {
+        let (_, dir) = sealed_segments(&self.sealed_dir).into_iter().next()?;
+        std::fs::metadata(dir).and_then(|m| m.modified()).ok()
+    }
+
     fn sub_spool(&self, bytes: u64) {
         let _ = self
             .spool_bytes
@@ -1288,6 +1323,7 @@ fn load_signing_key(config: &ArchiveConfig) -> Result<ed25519_dalek::SigningKey,
 /// Uploads sealed segments in order, forever (until shutdown).
 fn upload_loop(inner: Arc<Inner>, runtime: tokio::runtime::Runtime) {
     let mut backoff = Duration::from_millis(100);
+    let mut last_failed = false;
     loop {
         let next = sealed_segments(&inner.sealed_dir).into_iter().next();
         let Some((segment, dir)) = next else {
@@ -1297,7 +1333,12 @@ fn upload_loop(inner: Arc<Inner>, runtime: tokio::runtime::Runtime) {
             std::thread::park_timeout(Duration::from_millis(500));
             continue;
         };
-        match runtime.block_on(upload_segment(&inner, &dir)) {
+        if last_failed {
+            inner.stats.upload_retries.fetch_add(1, Ordering::Relaxed);
+        }
+        let result = runtime.block_on(upload_segment(&inner, &dir));
+        last_failed = result.is_err();
+        match result {
             Ok(()) => {
                 let size = fsutil::dir_size(&dir);
                 if let Err(e) = std::fs::remove_dir_all(&dir) {

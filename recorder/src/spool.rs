@@ -11,12 +11,11 @@
 //! end of the file or whose checksum does not match, and reports how many bytes it
 //! could not use: the loss is known and recorded, never silent.
 //!
-//! Frames (the bulk) are encoded in binary; the rare records (session start and
-//! end, command summaries, checkpoints) as JSON.
+//! Frames (the bulk) and command summaries (one per statement) are encoded in
+//! binary; the rare records (session start and end, checkpoints, gaps) as JSON.
 
 use std::path::Path;
 
-use bytes::Bytes;
 use chaperone_schemas::event::{CommandSummary, Direction, SessionEnd, SessionStart};
 use chaperone_schemas::manifest::Gap;
 use serde::{Deserialize, Serialize};
@@ -40,6 +39,9 @@ pub enum Kind {
     Command = 5,
     SessionEnd = 6,
     Gap = 7,
+    /// A command summary in the binary encoding of `command_codec` (kind
+    /// `Command` is the JSON one, still read from older spools).
+    CommandBin = 8,
 }
 
 impl Kind {
@@ -52,6 +54,7 @@ impl Kind {
             5 => Kind::Command,
             6 => Kind::SessionEnd,
             7 => Kind::Gap,
+            8 => Kind::CommandBin,
             _ => return None,
         })
     }
@@ -154,6 +157,17 @@ pub fn encode_frame(out: &mut Vec<u8>, f: &FrameRecord<'_>) {
     seal_record(out, start);
 }
 
+/// Appends one command summary record to `out`.
+pub fn encode_command(out: &mut Vec<u8>, record: &CommandRecord) {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    out.push(Kind::CommandBin as u8);
+    crate::command_codec::encode(out, record);
+    let body_len = (out.len() - start - HEADER_LEN) as u32;
+    out[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
+    seal_record(out, start);
+}
+
 /// Appends one JSON record to `out`.
 pub fn encode_json<T: Serialize>(out: &mut Vec<u8>, kind: Kind, value: &T) {
     let start = out.len();
@@ -180,18 +194,27 @@ pub struct Torn {
 }
 
 /// Reads a log's records in order; stops at the end or at the first damage.
-pub struct LogReader {
-    data: Bytes,
+/// Records borrow the log's bytes (not the reader), so a caller can keep them.
+pub struct LogReader<'a> {
+    data: &'a [u8],
     pos: usize,
     torn: Option<Torn>,
 }
 
-impl LogReader {
-    pub fn open(path: &Path) -> std::io::Result<LogReader> {
-        Ok(Self::new(Bytes::from(std::fs::read(path)?)))
-    }
+/// Reads a whole log into `buf` (replacing its contents, keeping its capacity:
+/// the sealer reuses one buffer, so sealing does not fault in fresh pages).
+pub fn read_log(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::io::Read;
+    buf.clear();
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len() as usize;
+    buf.reserve(len);
+    file.read_to_end(buf)?;
+    Ok(())
+}
 
-    pub fn new(data: Bytes) -> LogReader {
+impl<'a> LogReader<'a> {
+    pub fn new(data: &'a [u8]) -> LogReader<'a> {
         let mut reader = LogReader {
             data,
             pos: 0,
@@ -226,9 +249,10 @@ impl LogReader {
 
     /// The next record, or None at the end (check [`LogReader::torn`]).
     #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> Option<Record<'_>> {
+    pub fn next(&mut self) -> Option<Record<'a>> {
         let (start, len) = self.next_body()?;
-        match decode(&self.data[start..start + len]) {
+        let data: &'a [u8] = self.data;
+        match decode(&data[start..start + len]) {
             Ok(r) => Some(r),
             Err(reason) => {
                 // A record with a good checksum that does not decode: written by
@@ -293,6 +317,9 @@ fn decode(body: &[u8]) -> Result<Record<'_>, String> {
         )),
         Kind::Command => Record::Command(Box::new(
             serde_json::from_slice(content).map_err(|_| json("command"))?,
+        )),
+        Kind::CommandBin => Record::Command(Box::new(
+            crate::command_codec::decode(content).ok_or_else(|| json("command"))?,
         )),
         Kind::SessionEnd => Record::SessionEnd(Box::new(
             serde_json::from_slice(content).map_err(|_| json("session end"))?,
@@ -365,7 +392,8 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
-        let mut r = LogReader::new(Bytes::from(sample_log()));
+        let log = sample_log();
+        let mut r = LogReader::new(&log);
         assert!(matches!(r.next(), Some(Record::Header(h)) if h.gateway_id == "gw"));
         assert!(matches!(r.next(), Some(Record::Checkpoint(_))));
         match r.next() {
@@ -390,7 +418,7 @@ mod tests {
         let full = sample_log();
         for cut in 1..20 {
             let data = &full[..full.len() - cut];
-            let mut r = LogReader::new(Bytes::copy_from_slice(data));
+            let mut r = LogReader::new(data);
             let mut frames = 0;
             while let Some(rec) = r.next() {
                 if matches!(rec, Record::Frame(_)) {
@@ -406,7 +434,7 @@ mod tests {
         let mut bad = full.clone();
         let n = bad.len();
         bad[n - 2] ^= 0xFF;
-        let mut r = LogReader::new(Bytes::from(bad));
+        let mut r = LogReader::new(&bad);
         while r.next().is_some() {}
         assert!(r.torn().unwrap().reason.contains("checksum"));
     }
