@@ -295,7 +295,17 @@ fn a_full_spool_refuses_statements_and_nothing_runs_unrecorded() {
             break;
         }
     }
-    let text = scrape(admin);
+    // The store's client retries before an upload counts as failed: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let text = loop {
+        let text = scrape(admin);
+        if metric(&text, "chaperone_archive_upload_failures_total") >= 1.0
+            || Instant::now() > deadline
+        {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     terminate(gateway);
     let v = refused_at.expect("the spool filled up and statements were refused");
     // The metrics say why: uploads failing, the spool past its limit, refusals.
