@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 mod common;
 
@@ -272,7 +272,7 @@ fn a_full_spool_refuses_statements_and_nothing_runs_unrecorded() {
         r#"{"last_segment": 0, "last_manifest_sha256": null}"#,
     )
     .unwrap();
-    let gateway = serve(&config, &dir.0.join("serve.log"), &[port]);
+    let gateway = serve(&config, &dir.0.join("serve.log"), &[port, admin]);
     let mut refused_at = None;
     let mut message = String::new();
     for v in 0..3000 {
@@ -355,7 +355,7 @@ fn recorder_metrics_are_scraped_after_real_traffic() {
     let admin = free_port();
     let config = write_config(&dir.0, port, "");
     with_admin(&config, admin);
-    let gateway = serve(&config, &dir.0.join("serve.log"), port);
+    let gateway = serve(&config, &dir.0.join("serve.log"), &[port, admin]);
     let statements = 20;
     let script: String = (0..statements)
         .map(|v| format!("INSERT INTO t VALUES ({v}); SELECT v FROM t WHERE v = {v};\n"))
