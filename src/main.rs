@@ -12,6 +12,7 @@ mod replay;
 use replay::{DiffArgs, ReplayArgs};
 
 mod demo;
+mod export;
 mod lifecycle;
 
 #[derive(Parser)]
@@ -104,6 +105,10 @@ enum Command {
         #[command(flatten)]
         archive: ArchiveArgs,
     },
+    /// Export a selection of the archive (time range, agent, table touched) as
+    /// Parquet, CSV or JSON lines, with a manifest.json of SHA-256 hashes and the
+    /// archive manifests the rows came from; `export verify DIR` checks one.
+    Export(export::ExportArgs),
     /// List recorded sessions, newest first, straight from the archive.
     Sessions {
         /// Only this agent's sessions (its subject or display name).
@@ -271,6 +276,7 @@ fn main() -> anyhow::Result<()> {
             format,
             archive,
         } => query_archive(&archive, |_| Ok(sql), format),
+        Command::Export(args) => export::run(args),
         Command::Sessions {
             agent,
             table,

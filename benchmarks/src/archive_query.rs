@@ -64,6 +64,10 @@ struct GenerateOptions {
     segments_per_hour: u32,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Also one session of this many statements in the newest hour (the audit
+    /// service benchmark opens it); 0: none.
+    #[arg(long, default_value_t = 0)]
+    big_session: u64,
 }
 
 #[derive(Debug, Args)]
@@ -294,9 +298,20 @@ fn generate(o: &GenerateOptions) -> anyhow::Result<()> {
             let slot_start = hour_start + f as i64 * slot_ns;
             let mut st_rows = StatementRows::new(&gateway);
             let mut se_rows = SessionRows::new(&gateway);
-            while left > 0 {
-                let n = rng.random_range(1..=200u64).min(left);
-                left -= n;
+            // The big session, if asked for, first in the newest hour's first file.
+            let mut big = if h + 1 == hours && f == 0 {
+                o.big_session
+            } else {
+                0
+            };
+            while left > 0 || big > 0 {
+                let n = if big > 0 {
+                    std::mem::take(&mut big)
+                } else {
+                    let n = rng.random_range(1..=200u64).min(left);
+                    left -= n;
+                    n
+                };
                 session_no += 1;
                 let agent = agents.pick(&mut rng);
                 let database = format!("db{}", agent % 10);

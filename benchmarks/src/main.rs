@@ -7,6 +7,7 @@
 //! - `statement-facts`: what the SQL analysis and the result hash cost per statement.
 //! - `archive`: recorder throughput and archive size per statement.
 //! - `archive-query`: the read side over a generated 10-million-statement archive.
+//! - `audit-service`: the audit service's search, session and SQL answers over it.
 //! - `identity`: token validation per login and login throughput (token vs password).
 //! - `masking`: rows masked per second on one core.
 //! - `policy`: guardrail policy evaluation per statement.
@@ -17,6 +18,7 @@
 
 mod archive;
 mod archive_query;
+mod audit_service;
 mod gateway;
 mod identity;
 mod masking;
@@ -60,6 +62,9 @@ enum Command {
     /// Archive read side: "which identities wrote to table X in the last 30 days" over
     /// a generated archive (`archive-query generate`, then `archive-query run`).
     ArchiveQuery(archive_query::Options),
+    /// Audit service: session search by table and agent, opening a long session,
+    /// statements per agent per day, over HTTP against a generated archive.
+    AuditService(audit_service::Options),
     /// Guardrails: policy evaluation cost per statement (cached and cold analysis).
     Policy(policy::Options),
     /// Internal: runs one system under test (gateway or relay) in this process,
@@ -76,6 +81,7 @@ fn main() -> anyhow::Result<()> {
         Command::Masking(options) => masking::run(options),
         Command::Archive(options) => archive::run(options),
         Command::ArchiveQuery(options) => archive_query::run(options),
+        Command::AuditService(options) => audit_service::run(options),
         Command::Policy(options) => policy::run(options),
         Command::Serve(args) => server::serve(args),
     }

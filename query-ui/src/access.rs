@@ -159,3 +159,9 @@ pub async fn guard(State(state): State<Arc<AppState>>, request: Request, next: N
     request.extensions_mut().insert(principal.clone());
     CURRENT.scope(principal, next.run(request)).await
 }
+
+/// Records what a principal did beyond the request itself (an export started
+/// or finished, with its selection and hashes) in the access log.
+pub fn record(principal: &Principal, action: &str, detail: &str) {
+    tracing::info!(target: "chaperone::access", who = %principal.name, role = %principal.role, action, detail, "audit access");
+}

@@ -36,8 +36,18 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl ApiError {
+    pub fn new(status: StatusCode, msg: impl Into<String>) -> ApiError {
+        ApiError(status, msg.into())
+    }
+
+    pub fn bad_request(msg: impl Into<String>) -> ApiError {
+        ApiError(StatusCode::BAD_REQUEST, msg.into())
+    }
+}
+
 fn bad_request(msg: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, msg.into())
+    ApiError::bad_request(msg)
 }
 
 /// Runs an archive query with the service's time and row limits. Returns the
@@ -51,20 +61,27 @@ async fn collect_limited(
     state: &AppState,
     sql: &str,
 ) -> Result<(Vec<RecordBatch>, bool), ApiError> {
+    use crate::metrics::sql_outcome;
     let max = state.config.max_rows;
     let timeout = Duration::from_secs(state.config.query_timeout_secs);
     let work = async {
-        let df = state
-            .catalog
-            .sql(sql)
+        let df = state.catalog.sql(sql).await.map_err(|e| {
+            state.metrics.sql(sql_outcome::REFUSED);
+            bad_request(format!(
+                "refused: the SQL endpoint only reads the archive's tables and views \
+                 (no writes, DDL, COPY or files): {e}"
+            ))
+        })?;
+        let df = df.limit(0, Some(max + 1)).map_err(|e| {
+            state.metrics.sql(sql_outcome::REFUSED);
+            bad_request(e.to_string())
+        })?;
+        df.collect()
             .await
-            .map_err(|e| bad_request(format!("{e}")))?;
-        let df = df
-            .limit(0, Some(max + 1))
-            .map_err(|e| bad_request(e.to_string()))?;
-        df.collect().await.map_err(|e| bad_request(e.to_string()))
+            .map_err(|e| query_failed(state, chaperone_recorder::catalog::CatalogError::from(e)))
     };
     let mut batches = tokio::time::timeout(timeout, work).await.map_err(|_| {
+        state.metrics.sql(sql_outcome::TIME_LIMITED);
         ApiError(
             StatusCode::REQUEST_TIMEOUT,
             format!(
@@ -76,6 +93,7 @@ async fn collect_limited(
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let truncated = rows > max;
     if truncated {
+        state.metrics.sql(sql_outcome::ROW_LIMITED);
         // Drop the extra row.
         let mut keep = max;
         for b in batches.iter_mut() {
@@ -83,8 +101,40 @@ async fn collect_limited(
             *b = b.slice(0, n);
             keep -= n;
         }
+    } else {
+        state.metrics.sql(sql_outcome::OK);
     }
     Ok((batches, truncated))
+}
+
+/// The API error (and metric) of a query that failed while running: the
+/// memory limit gets its own status and advice.
+pub fn query_failed(state: &AppState, e: chaperone_recorder::catalog::CatalogError) -> ApiError {
+    use crate::metrics::sql_outcome;
+    if is_memory_limit(&e) {
+        state.metrics.sql(sql_outcome::MEMORY_LIMITED);
+        return ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "the query needed more than {} MiB of memory (memory_limit_mb, shared by \
+                 running queries): filter by date, aggregate less or add a LIMIT ({e})",
+                state.config.memory_limit_mb
+            ),
+        );
+    }
+    state.metrics.sql(sql_outcome::FAILED);
+    bad_request(e.to_string())
+}
+
+/// Whether a query failed on the catalog's memory pool.
+fn is_memory_limit(e: &chaperone_recorder::catalog::CatalogError) -> bool {
+    match e {
+        chaperone_recorder::catalog::CatalogError::Query(df) => matches!(
+            df.find_root(),
+            datafusion::error::DataFusionError::ResourcesExhausted(_)
+        ),
+        _ => false,
+    }
 }
 
 fn batches_to_json(batches: &[RecordBatch]) -> Result<Vec<Value>, ApiError> {
@@ -184,8 +234,40 @@ async fn sessions(
     State(state): State<Arc<AppState>>,
     Query(q): Query<SessionQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let (rows, truncated) = run_query(&state, &sessions_sql(&q.filter()?)).await?;
+    let (rows, truncated) = search_sessions(&state, &q.filter()?).await?;
     Ok(Json(json!({ "sessions": rows, "truncated": truncated })))
+}
+
+/// Session search, newest first, asked in growing time windows (the last day,
+/// week, month, then the whole requested range) until one fills the page.
+///
+/// Only the newest `limit` sessions are shown, and a session's statements come
+/// after its start: the sessions started in the last day that match are the
+/// newest matches overall, so when they fill the page, older partitions are
+/// never read. A search for a busy table or agent reads one day instead of the
+/// whole range; a search with few matches reads the range once more at worst
+/// (the windows overlap), which is cheap next to the full scan it needs anyway.
+pub async fn search_sessions(
+    state: &AppState,
+    filter: &SessionFilter,
+) -> Result<(Vec<Value>, bool), ApiError> {
+    const DAY_NS: i64 = 86_400_000_000_000;
+    let now = chaperone_schemas::event::now_ns();
+    for days in [1, 7, 31] {
+        let window_start = now - days * DAY_NS;
+        if filter.since_ns.is_some_and(|since| since >= window_start) {
+            break;
+        }
+        let window = SessionFilter {
+            since_ns: Some(window_start),
+            ..filter.clone()
+        };
+        let (rows, truncated) = run_query(state, &sessions_sql(&window)).await?;
+        if rows.len() >= filter.limit.max(1) {
+            return Ok((rows, truncated));
+        }
+    }
+    run_query(state, &sessions_sql(filter)).await
 }
 
 #[derive(Deserialize)]
@@ -221,10 +303,16 @@ async fn session(
     };
     let offset = page.offset.unwrap_or(0);
     let limit = page.limit.unwrap_or(200).min(2000);
+    // A session's statements are in its start day's partition or later: days
+    // before it are not even listed.
+    let from_date = info["date"]
+        .as_str()
+        .map(|d| format!(" AND date >= {}", quote(d)))
+        .unwrap_or_default();
     let (statements, _) = run_query(
         &state,
         &format!(
-            "SELECT {STATEMENT_COLUMNS} FROM statements WHERE session_id = {} \
+            "SELECT {STATEMENT_COLUMNS} FROM statements WHERE session_id = {}{from_date} \
              ORDER BY command_index LIMIT {limit} OFFSET {offset}",
             quote(&id)
         ),

@@ -27,6 +27,15 @@ pub struct UiConfig {
     /// `[ui.login]`: people sign in with the organisation's identity provider.
     #[serde(default)]
     pub login: Option<crate::login::LoginConfig>,
+    /// Most memory all running SQL queries may hold together, in MiB (hash
+    /// tables, sorts, aggregates). A query that needs more fails with a clear
+    /// error; nothing spills to disk.
+    #[serde(default = "default_memory_limit_mb")]
+    pub memory_limit_mb: usize,
+    /// Where exports started through the API are written, one directory per
+    /// export (default: `chaperone-exports` in the system temp directory).
+    #[serde(default)]
+    pub export_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Deserialize)]
@@ -68,6 +77,9 @@ fn default_query_timeout() -> u64 {
 fn default_max_rows() -> usize {
     10_000
 }
+fn default_memory_limit_mb() -> usize {
+    512
+}
 fn default_role() -> String {
     "auditor".into()
 }
@@ -99,6 +111,11 @@ impl UiConfig {
         }
         if let Some(login) = &config.login {
             login.check().map_err(crate::UiError::Config)?;
+        }
+        if config.memory_limit_mb == 0 {
+            return Err(crate::UiError::Config(
+                "memory_limit_mb = 0: no query could run (the default is 512)".into(),
+            ));
         }
         if !config.demo_mode && config.tokens.is_empty() && config.login.is_none() {
             return Err(crate::UiError::Config(

@@ -12,14 +12,20 @@
 //! - [`login`]: people's web login (OIDC) and their browser sessions;
 //! - [`inbox`]: the approvers' inbox of held statements (guardrails);
 //! - [`live`]: running sessions, polled by the sessions list.
+//! - [`export`]: exports of a selection with a verifiable manifest (the engine of
+//!   `POST /api/exports` and `chaperone export`);
+//! - [`metrics`]: the service's Prometheus metrics on `/metrics`.
 
 pub mod access;
 pub mod api;
 pub mod config;
+pub mod export;
+pub mod export_api;
 pub mod html;
 pub mod inbox;
 pub mod live;
 pub mod login;
+pub mod metrics;
 pub mod pages;
 
 use std::net::SocketAddr;
@@ -55,6 +61,10 @@ pub struct AppState {
     /// The gateway's approvals, when the service runs in the gateway's process
     /// ([`AppState::attach_approvals`]): the inbox decides through them.
     pub approvals: std::sync::OnceLock<Arc<chaperone_proxy::guardrails::approvals::Approvals>>,
+    pub metrics: metrics::UiMetrics,
+    pub exports: export::Exports,
+    /// Where API exports are written (`export_dir`, one directory each).
+    pub export_root: std::path::PathBuf,
 }
 
 impl AppState {
@@ -79,6 +89,7 @@ pub async fn open(
         store_options,
         CatalogOptions {
             list_cache_ttl: std::time::Duration::from_secs(2),
+            memory_limit: Some(config.memory_limit_mb.saturating_mul(1 << 20)),
             ..CatalogOptions::default()
         },
     )
@@ -88,12 +99,19 @@ pub async fn open(
         Some(c) => Some(login::Login::start(c).await?),
         None => None,
     };
+    let export_root = config
+        .export_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("chaperone-exports"));
     Ok(Arc::new(AppState {
         config,
         catalog,
         sessions,
         login,
         approvals: std::sync::OnceLock::new(),
+        metrics: metrics::UiMetrics::new(),
+        exports: export::Exports::default(),
+        export_root,
     }))
 }
 
@@ -105,6 +123,8 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .merge(pages::routes())
         .merge(inbox::routes())
         .merge(live::routes())
+        .merge(export_api::routes())
+        .route("/metrics", get(metrics::scrape))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             access::guard,
@@ -112,6 +132,11 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .merge(login::routes())
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ready\n" }))
+        // Outermost: counts refused (401) requests too.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .with_state(state)
 }
 

@@ -33,6 +33,7 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
@@ -60,6 +61,12 @@ pub struct CatalogOptions {
     /// Evaluate filters inside the Parquet scan, decoding the other columns
     /// only for matching rows (late materialisation).
     pub pushdown_filters: bool,
+    /// Most memory (bytes) all queries of this catalog may hold at once (hash
+    /// tables, sorts, aggregates). `None`: unbounded, spilling to local temp
+    /// files when needed (the command line). With a limit, nothing spills: a
+    /// query that needs more fails with a resources-exhausted error instead of
+    /// filling the disk (the audit service, where anyone with a token can ask).
+    pub memory_limit: Option<usize>,
 }
 
 impl Default for CatalogOptions {
@@ -68,6 +75,7 @@ impl Default for CatalogOptions {
             list_cache_ttl: Duration::from_secs(5),
             target_partitions: None,
             pushdown_filters: true,
+            memory_limit: None,
         }
     }
 }
@@ -150,12 +158,17 @@ impl Catalog {
         parquet.enable_page_index = true;
         parquet.bloom_filter_on_read = true;
         parquet.pruning = true;
-        let runtime = RuntimeEnvBuilder::new()
-            .with_cache_manager(
-                CacheManagerConfig::default()
-                    .with_list_files_cache_limit(64 << 20)
-                    .with_list_files_cache_ttl(Some(options.list_cache_ttl)),
-            )
+        let mut runtime = RuntimeEnvBuilder::new().with_cache_manager(
+            CacheManagerConfig::default()
+                .with_list_files_cache_limit(64 << 20)
+                .with_list_files_cache_ttl(Some(options.list_cache_ttl)),
+        );
+        if let Some(limit) = options.memory_limit {
+            runtime = runtime.with_memory_limit(limit, 1.0).with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            );
+        }
+        let runtime = runtime
             .build_arc()
             .map_err(|e| setup(e.to_string()))?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
@@ -290,7 +303,7 @@ pub fn sessions_sql(f: &SessionFilter) -> String {
 }
 
 /// A condition on `table_access.table_name` for a table as a user names it.
-fn table_condition(table: &str) -> String {
+pub fn table_condition(table: &str) -> String {
     if table.contains('.') {
         format!("table_name = {}", quote(table))
     } else {
