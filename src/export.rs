@@ -65,7 +65,11 @@ pub(crate) fn run(args: ExportArgs) -> anyhow::Result<()> {
         },
         format: ExportFormat::parse(&args.format)?,
     };
-    let store = crate::archive_store(args.archive.archive.clone(), &args.archive.config, "--archive")?;
+    let store = crate::archive_store(
+        args.archive.archive.clone(),
+        &args.archive.config,
+        "--archive",
+    )?;
     let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

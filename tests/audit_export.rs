@@ -85,7 +85,10 @@ fn http(method: &str, url: &str, body: Option<&str>, token: bool) -> (u16, Vec<u
     let out = cmd.output().expect("curl");
     let text = out.stdout;
     let split = text.iter().rposition(|&b| b == b'\n').unwrap_or(0);
-    let code = String::from_utf8_lossy(&text[split..]).trim().parse().unwrap_or(0);
+    let code = String::from_utf8_lossy(&text[split..])
+        .trim()
+        .parse()
+        .unwrap_or(0);
     (code, text[..split].to_vec())
 }
 
@@ -126,7 +129,7 @@ fn python(script: &str, args: &[&str]) -> String {
 /// query is the archive directory).
 fn archive_count(archive: &Path, query: &str) -> u64 {
     python(
-        "import sys, duckdb\nprint(duckdb.sql(sys.argv[2].replace('ARCHIVE', sys.argv[1])).fetchone()[0])",
+        "import sys, duckdb\nprint(duckdb.sql(sys.argv[2].replace('ARCHIVE', sys.argv[1])).fetchall()[0][0])",
         &[archive.to_str().unwrap(), query],
     )
     .parse()
@@ -248,7 +251,10 @@ fn record_traffic(service: &Service) -> u64 {
             .unwrap();
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("1146"), "only the missing table fails: {stderr}");
+        assert!(
+            stderr.contains("1146"),
+            "only the missing table fails: {stderr}"
+        );
     };
     mariadb("orders-bot", "bot-secret", &script);
     mariadb(
@@ -413,7 +419,10 @@ fn exports_metrics_and_sql_limits_over_recorded_traffic() {
     // Only listed names are served: no path from the request reaches the disk.
     let (code, _) = http(
         "GET",
-        &format!("{}/api/exports/{id}/files/..%2F..%2Fchaperone.toml", service.ui),
+        &format!(
+            "{}/api/exports/{id}/files/..%2F..%2Fchaperone.toml",
+            service.ui
+        ),
         None,
         true,
     );
@@ -467,7 +476,11 @@ fn exports_metrics_and_sql_limits_over_recorded_traffic() {
     assert!(!sources.is_empty());
     for m in sources {
         let path = archive.join(m["path"].as_str().unwrap());
-        assert_eq!(sha256_file(&path), m["sha256"].as_str().unwrap(), "{path:?}");
+        assert_eq!(
+            sha256_file(&path),
+            m["sha256"].as_str().unwrap(),
+            "{path:?}"
+        );
         for f in m["files"].as_array().unwrap() {
             let data = archive.join(f["path"].as_str().unwrap());
             assert_eq!(sha256_file(&data), f["sha256"].as_str().unwrap());
@@ -499,11 +512,11 @@ fn exports_metrics_and_sql_limits_over_recorded_traffic() {
         csv_dir.to_str().unwrap(),
     ]);
     assert!(ok, "{out}");
-    assert!(out.contains("statements.csv: "), "progress and summary on stderr: {out}");
-    let all = archive_count(
-        &archive,
-        &format!("SELECT count(*) FROM {statements_glob}"),
+    assert!(
+        out.contains("statements.csv: "),
+        "progress and summary on stderr: {out}"
     );
+    let all = archive_count(&archive, &format!("SELECT count(*) FROM {statements_glob}"));
     let csv_rows = archive_count(
         &csv_dir,
         "SELECT count(*) FROM read_csv('ARCHIVE/statements.csv', header = true)",
@@ -572,13 +585,19 @@ fn exports_metrics_and_sql_limits_over_recorded_traffic() {
         "{body}"
     );
     let (code, body) = sql(&service, "SELECT count(*) AS n FROM statements");
-    assert_eq!(code, 200, "the service answers after the memory limit: {body}");
+    assert_eq!(
+        code, 200,
+        "the service answers after the memory limit: {body}"
+    );
     let (code, body) = sql(
         &service,
         "SELECT count(*) FROM generate_series(1, 1000000000000)",
     );
     assert_eq!(code, 408, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("query_timeout_secs"));
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("query_timeout_secs"));
     for bad in [
         "INSERT INTO statements (session_id) VALUES ('x')",
         "CREATE TABLE stolen AS SELECT * FROM statements",
@@ -613,14 +632,29 @@ fn exports_metrics_and_sql_limits_over_recorded_traffic() {
             .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
             .unwrap_or_else(|| panic!("{series} not in\n{text}"))
     };
-    assert!(value("chaperone_ui_requests_total{method=\"POST\",route=\"/api/exports\",status=\"202\"}") >= 1.0);
+    assert!(
+        value("chaperone_ui_requests_total{method=\"POST\",route=\"/api/exports\",status=\"202\"}")
+            >= 1.0
+    );
     assert!(value("chaperone_ui_requests_total{method=\"GET\",route=\"/api/exports/{id}/files/{name}\",status=\"200\"}") >= 4.0);
-    assert!(value("chaperone_ui_requests_total{method=\"GET\",route=\"/api/sessions\",status=\"401\"}") >= 1.0);
-    assert_eq!(value("chaperone_ui_sql_queries_total{outcome=\"memory_limited\"}"), 1.0);
-    assert_eq!(value("chaperone_ui_sql_queries_total{outcome=\"time_limited\"}"), 1.0);
+    assert!(
+        value("chaperone_ui_requests_total{method=\"GET\",route=\"/api/sessions\",status=\"401\"}")
+            >= 1.0
+    );
+    assert_eq!(
+        value("chaperone_ui_sql_queries_total{outcome=\"memory_limited\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("chaperone_ui_sql_queries_total{outcome=\"time_limited\"}"),
+        1.0
+    );
     assert!(value("chaperone_ui_sql_queries_total{outcome=\"refused\"}") >= 10.0);
     assert!(value("chaperone_ui_sql_queries_total{outcome=\"ok\"}") >= 3.0);
-    assert_eq!(value("chaperone_ui_exports_total{outcome=\"completed\"}"), 1.0);
+    assert_eq!(
+        value("chaperone_ui_exports_total{outcome=\"completed\"}"),
+        1.0
+    );
     assert!(value("chaperone_ui_export_rows_total") >= expected_statements as f64);
     assert!(value("chaperone_ui_request_duration_seconds_count{route=\"/api/sql\"}") >= 10.0);
 

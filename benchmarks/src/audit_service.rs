@@ -129,16 +129,46 @@ async fn measure(o: &Options) -> anyhow::Result<()> {
          WHERE date >= '{thirty_days_ago}' GROUP BY subject, date ORDER BY subject, date"
     );
     let cases: Vec<(&str, Request)> = vec![
-        ("search by table db0.t0 (most used), 30 days", Request::Get("/api/sessions?table=db0.t0&since=30d".into())),
-        ("search by table db7.t257 (rare), 30 days", Request::Get("/api/sessions?table=db7.t257&since=30d".into())),
-        ("search by table db0.t0, 24 h", Request::Get("/api/sessions?table=db0.t0&since=24h".into())),
-        ("search by table t0 (bare name), 30 days", Request::Get("/api/sessions?table=t0&since=30d".into())),
-        ("search by agent agent-000 (most active), 30 days", Request::Get("/api/sessions?agent=agent-000&since=30d".into())),
-        ("search by agent agent-199 (least active), 30 days", Request::Get("/api/sessions?agent=agent-199&since=30d".into())),
-        ("search, no filter, 30 days", Request::Get("/api/sessions?since=30d".into())),
-        ("open the longest session, first page (200)", Request::Get(format!("/api/sessions/{session}?limit=200"))),
-        ("the same session, page at offset 99,800", Request::Get(format!("/api/sessions/{session}?limit=200&offset=99800"))),
-        ("SQL: statements per agent per day, 30 days", Request::Sql(per_agent_per_day)),
+        (
+            "search by table db0.t0 (most used), 30 days",
+            Request::Get("/api/sessions?table=db0.t0&since=30d".into()),
+        ),
+        (
+            "search by table db7.t257 (rare), 30 days",
+            Request::Get("/api/sessions?table=db7.t257&since=30d".into()),
+        ),
+        (
+            "search by table db0.t0, 24 h",
+            Request::Get("/api/sessions?table=db0.t0&since=24h".into()),
+        ),
+        (
+            "search by table t0 (bare name), 30 days",
+            Request::Get("/api/sessions?table=t0&since=30d".into()),
+        ),
+        (
+            "search by agent agent-000 (most active), 30 days",
+            Request::Get("/api/sessions?agent=agent-000&since=30d".into()),
+        ),
+        (
+            "search by agent agent-199 (least active), 30 days",
+            Request::Get("/api/sessions?agent=agent-199&since=30d".into()),
+        ),
+        (
+            "search, no filter, 30 days",
+            Request::Get("/api/sessions?since=30d".into()),
+        ),
+        (
+            "open the longest session, first page (200)",
+            Request::Get(format!("/api/sessions/{session}?limit=200")),
+        ),
+        (
+            "the same session, page at offset 99,800",
+            Request::Get(format!("/api/sessions/{session}?limit=200&offset=99800")),
+        ),
+        (
+            "SQL: statements per agent per day, 30 days",
+            Request::Sql(per_agent_per_day),
+        ),
     ];
     let mut out = TextTable::new(["request", "cold ms", "p50 ms", "max ms", "result"]);
     for (name, request) in cases {

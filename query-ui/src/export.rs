@@ -243,11 +243,7 @@ enum BatchWriter {
 }
 
 impl BatchWriter {
-    fn new(
-        format: ExportFormat,
-        out: HashingWriter,
-        schema: Arc<Schema>,
-    ) -> Result<Self, String> {
+    fn new(format: ExportFormat, out: HashingWriter, schema: Arc<Schema>) -> Result<Self, String> {
         Ok(match format {
             ExportFormat::Parquet => {
                 let props = parquet::file::properties::WriterProperties::builder()
@@ -272,9 +268,7 @@ impl BatchWriter {
     fn write(&mut self, batch: &RecordBatch) -> Result<(), String> {
         match self {
             BatchWriter::Parquet(w) => w.write(batch).map_err(|e| e.to_string()),
-            BatchWriter::Csv(w) => w
-                .write(&lists_as_json(batch)?)
-                .map_err(|e| e.to_string()),
+            BatchWriter::Csv(w) => w.write(&lists_as_json(batch)?).map_err(|e| e.to_string()),
             BatchWriter::Jsonl(w) => w.write(batch).map_err(|e| e.to_string()),
         }
     }
@@ -315,7 +309,11 @@ fn lists_as_json(batch: &RecordBatch) -> Result<RecordBatch, String> {
                         .map_err(|e| e.to_string())
                 })
                 .collect::<Result<_, String>>()?;
-            fields.push(Field::new(field.name(), DataType::Utf8, field.is_nullable()));
+            fields.push(Field::new(
+                field.name(),
+                DataType::Utf8,
+                field.is_nullable(),
+            ));
             columns.push(Arc::new(text));
         } else {
             fields.push(field.as_ref().clone());

@@ -164,13 +164,13 @@ impl Catalog {
                 .with_list_files_cache_ttl(Some(options.list_cache_ttl)),
         );
         if let Some(limit) = options.memory_limit {
-            runtime = runtime.with_memory_limit(limit, 1.0).with_disk_manager_builder(
-                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
-            );
+            runtime = runtime
+                .with_memory_limit(limit, 1.0)
+                .with_disk_manager_builder(
+                    DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+                );
         }
-        let runtime = runtime
-            .build_arc()
-            .map_err(|e| setup(e.to_string()))?;
+        let runtime = runtime.build_arc().map_err(|e| setup(e.to_string()))?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         let base = url::Url::parse(STORE_URL).map_err(|e| setup(e.to_string()))?;
         ctx.register_object_store(&base, store.inner.clone());
