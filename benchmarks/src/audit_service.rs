@@ -172,7 +172,7 @@ async fn measure(o: &Options) -> anyhow::Result<()> {
     ];
     let mut out = TextTable::new(["request", "cold ms", "p50 ms", "max ms", "result"]);
     for (name, request) in cases {
-        let mut run = || async {
+        let run = || async {
             let t = Instant::now();
             let v = match &request {
                 Request::Get(path) => get(path.clone()).await?,
