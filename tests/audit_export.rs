@@ -5,14 +5,16 @@
 //! over the archive's Parquet files); a tampered export is named by
 //! `chaperone export verify`.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_chaperone");
+mod common;
+
+use common::{free_port, root_sql, Dir};
+
 const TOKEN: &str = "chp-export-test-token";
 const DB: &str = "chp_ui_export";
 
@@ -21,13 +23,13 @@ struct Service {
     dir: PathBuf,
     ui: String,
     gateway_port: u16,
+    _scratch: Dir,
 }
 
 impl Drop for Service {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -38,26 +40,6 @@ impl Service {
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn root_sql(sql: &str) {
-    let out = Command::new("mariadb")
-        .args(["-h127.0.0.1", "-P3306", "-uroot", "-e", sql])
-        .output()
-        .expect("mariadb client");
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// `curl` as the HTTP client: (status, body). `token`: send the bearer token.
@@ -142,11 +124,11 @@ fn start() -> Service {
          CREATE TABLE {DB}.orders (id INT PRIMARY KEY, note TEXT); \
          CREATE TABLE {DB}.audit_notes (id INT PRIMARY KEY AUTO_INCREMENT, v TEXT)"
     ));
-    let dir = std::env::temp_dir().join(format!("chp_ui_export_{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = Dir::new("ui_export");
+    let dir = scratch.path().to_path_buf();
     let gateway_port = free_port();
-    let ui = format!("127.0.0.1:{}", free_port());
+    let ui_port = free_port();
+    let ui = format!("127.0.0.1:{ui_port}");
     std::fs::write(dir.join("signing.key"), "22".repeat(32)).unwrap();
     let config = dir.join("chaperone.toml");
     std::fs::write(
@@ -186,29 +168,14 @@ token = "{TOKEN}"
         ),
     )
     .unwrap();
-    let child = Command::new(BIN)
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .env("CHAPERONE_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("serve.log")).unwrap())
-        .spawn()
-        .expect("chaperone serve");
-    let service = Service {
+    let child = common::serve(&config, &dir.join("serve.log"), &[gateway_port, ui_port]);
+    Service {
         child,
         dir,
         ui: format!("http://{ui}"),
         gateway_port,
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http("GET", &format!("{}/readyz", service.ui), None, false).0 != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "the audit service did not start: {}",
-            service.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
+        _scratch: scratch,
     }
-    service
 }
 
 /// Two agents through the gateway: `orders-bot` with the mariadb CLI (writes
@@ -344,15 +311,8 @@ fn sha256_file(path: &Path) -> String {
 }
 
 fn chaperone(args: &[&str]) -> (bool, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let out = common::chaperone(args);
+    (out.status.success(), common::text(&out))
 }
 
 #[test]
