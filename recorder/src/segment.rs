@@ -196,19 +196,32 @@ pub fn seal_log(
     }
 
     if let Some(torn) = reader.torn() {
-        tracing::error!(
-            log = %log_name,
-            offset = torn.offset,
-            bytes_lost = torn.bytes_lost,
-            reason = %torn.reason,
-            "spool log damaged: recovered up to the last whole record; the rest is lost and recorded in the manifest"
-        );
+        // Only a log the gateway did not close can end in a write cut short.
+        let cut_write = torn.cut_write && end == LogEnd::Interrupted;
+        if cut_write {
+            tracing::warn!(
+                log = %log_name,
+                offset = torn.offset,
+                bytes_lost = torn.bytes_lost,
+                reason = %torn.reason,
+                "spool log ends in a write cut short by the crash: nothing in it was acknowledged; noted in the manifest"
+            );
+        } else {
+            tracing::error!(
+                log = %log_name,
+                offset = torn.offset,
+                bytes_lost = torn.bytes_lost,
+                reason = %torn.reason,
+                "spool log damaged: recovered up to the last whole record; the rest is lost and recorded in the manifest"
+            );
+        }
         manifest.spool_losses.push(SpoolLoss {
             spool_file: log_name.clone(),
             offset: torn.offset,
             bytes_lost: torn.bytes_lost,
             reason: torn.reason.clone(),
             detected_at_ns: chaperone_schemas::event::now_ns(),
+            cut_write,
         });
     }
 

@@ -191,6 +191,12 @@ pub struct Torn {
     pub offset: u64,
     pub bytes_lost: u64,
     pub reason: String,
+    /// The last record runs past the end of the file: a write cut short by a
+    /// crash while appending (SIGKILL can stop a write between pages). Records
+    /// are appended in order and a request is acknowledged only once its write
+    /// returned, so nothing in a cut write was acknowledged. Anything else
+    /// (a bad checksum, an undecodable record) is damage.
+    pub cut_write: bool,
 }
 
 /// Reads a log's records in order; stops at the end or at the first damage.
@@ -221,7 +227,10 @@ impl<'a> LogReader<'a> {
             torn: None,
         };
         if reader.data.len() < MAGIC.len() || &reader.data[..MAGIC.len()] != MAGIC {
-            reader.tear("the file does not start with the spool magic".into());
+            reader.tear(
+                "the file does not start with the spool magic".into(),
+                data.len() < MAGIC.len() && MAGIC.starts_with(data),
+            );
         } else {
             reader.pos = MAGIC.len();
         }
@@ -238,11 +247,12 @@ impl<'a> LogReader<'a> {
         self.pos as u64
     }
 
-    fn tear(&mut self, reason: String) {
+    fn tear(&mut self, reason: String, cut_write: bool) {
         self.torn = Some(Torn {
             offset: self.pos as u64,
             bytes_lost: (self.data.len() - self.pos) as u64,
             reason,
+            cut_write,
         });
         self.pos = self.data.len();
     }
@@ -263,6 +273,7 @@ impl<'a> LogReader<'a> {
                     offset: offset as u64,
                     bytes_lost: (self.data.len() - offset) as u64,
                     reason,
+                    cut_write: false,
                 });
                 self.pos = self.data.len();
                 None
@@ -277,22 +288,32 @@ impl<'a> LogReader<'a> {
             return None;
         }
         if remaining < HEADER_LEN {
-            self.tear(format!("torn record header ({remaining} bytes at the end)"));
+            self.tear(
+                format!("torn record header ({remaining} bytes at the end)"),
+                true,
+            );
             return None;
         }
         let p = self.pos;
         let len = u32::from_le_bytes(self.data[p..p + 4].try_into().expect("4 bytes"));
         let crc = u32::from_le_bytes(self.data[p + 4..p + 8].try_into().expect("4 bytes"));
-        if len == 0 || len > MAX_RECORD || (len as usize) > remaining - HEADER_LEN {
-            self.tear(format!(
-                "torn record: {len} bytes announced, {} present",
-                remaining - HEADER_LEN
-            ));
+        if len == 0 || len > MAX_RECORD {
+            self.tear(format!("bad record length {len}"), false);
+            return None;
+        }
+        if (len as usize) > remaining - HEADER_LEN {
+            self.tear(
+                format!(
+                    "torn record: {len} bytes announced, {} present",
+                    remaining - HEADER_LEN
+                ),
+                true,
+            );
             return None;
         }
         let body = &self.data[p + HEADER_LEN..p + HEADER_LEN + len as usize];
         if crc32fast::hash(body) != crc {
-            self.tear("record checksum mismatch".into());
+            self.tear("record checksum mismatch".into(), false);
             return None;
         }
         self.pos = p + HEADER_LEN + len as usize;
@@ -429,6 +450,10 @@ mod tests {
             let torn = r.torn().expect("torn");
             assert_eq!(torn.offset + torn.bytes_lost, data.len() as u64);
             assert!(torn.bytes_lost > 0);
+            assert!(
+                torn.cut_write,
+                "cut {cut}: the last record runs past the end"
+            );
         }
         // A flipped byte inside the last record: checksum mismatch.
         let mut bad = full.clone();
@@ -437,5 +462,6 @@ mod tests {
         let mut r = LogReader::new(&bad);
         while r.next().is_some() {}
         assert!(r.torn().unwrap().reason.contains("checksum"));
+        assert!(!r.torn().unwrap().cut_write, "damage, not a cut write");
     }
 }

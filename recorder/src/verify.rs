@@ -178,6 +178,9 @@ pub struct Report {
     pub frames_removed: u64,
     /// One line per lifecycle record: what it removed or replaced.
     pub lifecycle: Vec<String>,
+    /// What is worth knowing but not a problem (a spool write cut short by a
+    /// crash, which held nothing acknowledged).
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -188,7 +191,7 @@ impl Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for line in &self.lifecycle {
+        for line in self.lifecycle.iter().chain(&self.notes) {
             writeln!(f, "{line}")?;
         }
         for p in &self.problems {
@@ -782,6 +785,13 @@ fn report_declared(
         });
     }
     for l in losses {
+        if l.cut_write {
+            report.notes.push(format!(
+                "NOTE {} bytes at the end of {} were a write cut short by a crash (after a process crash nothing in it had been acknowledged; after a host crash with durability = \"group\", the last fsync interval's statements may have been): {} (in {path})",
+                l.bytes_lost, l.spool_file, l.reason
+            ));
+            continue;
+        }
         report.problems.push(Problem::SpoolLoss {
             manifest: path.to_string(),
             spool_file: l.spool_file.clone(),

@@ -117,6 +117,14 @@ pub struct SpoolLoss {
     pub bytes_lost: u64,
     pub reason: String,
     pub detected_at_ns: i64,
+    /// The end of a log cut short by a crash while appending. After a process
+    /// crash it is a write that never returned: no request in it was
+    /// acknowledged or forwarded. (After a host crash with group commit, the
+    /// last fsync interval may be in it: durability = "sync" closes that.)
+    /// `verify` reports it as a note, not a problem. (Absent in manifests
+    /// written before this field: false.)
+    #[serde(default)]
+    pub cut_write: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
