@@ -42,7 +42,7 @@ signing_key_file = "{key}"
         ),
     )
     .unwrap();
-    std::fs::write(dir.join("signing.key"), "11".repeat(32)).unwrap();
+    std::fs::write(dir.join("signing.key"), SIGNING_KEY_HEX).unwrap();
     path
 }
 
@@ -57,21 +57,6 @@ fn verify(archive: &Path) -> Output {
         ])
         .output()
         .unwrap()
-}
-
-/// The public half of the seed 0x11 * 32 (the test signing key).
-fn public_key_of_test_key() -> String {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey as K\n\
-             from cryptography.hazmat.primitives import serialization as s\n\
-             print(K.from_private_bytes(bytes([0x11]*32)).public_key().public_bytes(s.Encoding.Raw, s.PublicFormat.Raw).hex())",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 fn duckdb(archive: &Path, sql: &str) -> String {
