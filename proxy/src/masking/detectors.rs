@@ -27,8 +27,8 @@ enum Prefilter {
     Byte(u8),
     /// The value contains at least this many ASCII digits.
     Digits(usize),
-    /// The value contains one of these substrings.
-    AnyOf(Vec<&'static [u8]>),
+    /// The value contains one of these substrings (one pass for all of them).
+    AnyOf(aho_corasick::AhoCorasick),
     /// IBAN: two upper-case letters followed by two digits somewhere.
     CountryCheck,
     /// IP addresses: a '.' between digits, or a ':' between hex digits.
@@ -52,9 +52,7 @@ impl Prefilter {
                 }
                 false
             }
-            Prefilter::AnyOf(needles) => {
-                needles.iter().any(|n| v.windows(n.len()).any(|w| w == *n))
-            }
+            Prefilter::AnyOf(needles) => needles.is_match(v),
             Prefilter::CountryCheck => v.windows(4).any(|w| {
                 w[0].is_ascii_uppercase()
                     && w[1].is_ascii_uppercase()
@@ -71,7 +69,12 @@ impl Prefilter {
 }
 
 fn memchr(b: u8, v: &[u8]) -> bool {
-    v.contains(&b)
+    memchr::memchr(b, v).is_some()
+}
+
+/// A prefilter for values holding one of `needles`.
+fn any_of(needles: &[&str]) -> Prefilter {
+    Prefilter::AnyOf(aho_corasick::AhoCorasick::new(needles).expect("a handful of literal needles"))
 }
 
 /// An extra check on a match (a checksum, or its context).
@@ -161,24 +164,24 @@ impl Detector {
                 Check::None,
             ),
             "jwt" => (
-                Prefilter::AnyOf(vec![b"eyJ"]),
+                any_of(&["eyJ"]),
                 r"eyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]*",
                 Check::None,
             ),
             "api_key" => (
-                Prefilter::AnyOf(vec![
-                    b"AKIA",
-                    b"ASIA",
-                    b"ghp_",
-                    b"gho_",
-                    b"ghu_",
-                    b"ghs_",
-                    b"ghr_",
-                    b"github_pat_",
-                    b"xox",
-                    b"sk_live_",
-                    b"sk_test_",
-                    b"rk_live_",
+                any_of(&[
+                    "AKIA",
+                    "ASIA",
+                    "ghp_",
+                    "gho_",
+                    "ghu_",
+                    "ghs_",
+                    "ghr_",
+                    "github_pat_",
+                    "xox",
+                    "sk_live_",
+                    "sk_test_",
+                    "rk_live_",
                 ]),
                 r"\b(?:A[KS]IA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,}|xox[abposr]-[A-Za-z0-9\-]{10,}|[sr]k_(?:live|test)_[A-Za-z0-9]{16,})",
                 Check::None,
@@ -193,7 +196,11 @@ impl Detector {
         Ok(Detector {
             name: name.to_string(),
             prefilter,
-            regex: Regex::new(pattern).map_err(|e| MaskingError::Config(e.to_string()))?,
+            // ASCII classes and word boundaries (`(?-u)`): what the patterns
+            // mean, and several times faster than Unicode `\d` / `\b` on
+            // every string of every result.
+            regex: Regex::new(&format!("(?-u){pattern}"))
+                .map_err(|e| MaskingError::Config(e.to_string()))?,
             check,
         })
     }

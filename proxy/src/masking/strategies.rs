@@ -153,9 +153,10 @@ impl Shape {
     }
 }
 
-/// The key of the keyed hash.
+/// The key of the keyed hash: the HMAC state after the key, kept so that each
+/// value costs only its own blocks (not the key's two).
 #[derive(Clone)]
-pub struct HashKey(Vec<u8>);
+pub struct HashKey(Hmac<Sha256>);
 
 impl std::fmt::Debug for HashKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -164,13 +165,14 @@ impl std::fmt::Debug for HashKey {
 }
 
 impl HashKey {
-    pub fn new(key: impl Into<Vec<u8>>) -> Self {
-        HashKey(key.into())
+    pub fn new(key: impl AsRef<[u8]>) -> Self {
+        HashKey(
+            <Hmac<Sha256> as Mac>::new_from_slice(key.as_ref()).expect("HMAC takes any key length"),
+        )
     }
 
     pub fn mac(&self, value: &[u8]) -> [u8; 32] {
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        let mut mac = self.0.clone();
         mac.update(value);
         mac.finalize().into_bytes().into()
     }
