@@ -165,7 +165,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     let authenticator =
                         Arc::new(chaperone_proxy::auth::ConfigUsers::from_config(&config)?);
                     let recording = match args.kind {
-                        Kind::GatewayRecording => Some(start_recorder()?),
+                        // Opening recovers the spool and may reach the store
+                        // on a runtime of its own: off this one.
+                        Kind::GatewayRecording => {
+                            Some(tokio::task::spawn_blocking(start_recorder).await??)
+                        }
                         _ => None,
                     };
                     let tap: Arc<dyn chaperone_proxy::tap::Tap> = match &recording {
