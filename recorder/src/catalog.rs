@@ -120,6 +120,9 @@ pub const VIEWS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Memory for cached Parquet footers and page indexes (see [`Catalog::open`]).
+const METADATA_CACHE_BYTES: usize = 256 << 20;
+
 /// The base URL the archive's store is registered under in DataFusion.
 const STORE_URL: &str = "chaperone-archive://store/";
 
@@ -158,10 +161,16 @@ impl Catalog {
         parquet.enable_page_index = true;
         parquet.bloom_filter_on_read = true;
         parquet.pruning = true;
+        // Parquet footers and page indexes are cached across queries. The
+        // archive is many small hourly files (2,880 for two gateways over 30
+        // days), and a session lookup touches every one of them: with
+        // DataFusion's default 50 MiB the LRU churns and every query re-reads
+        // every footer.
         let mut runtime = RuntimeEnvBuilder::new().with_cache_manager(
             CacheManagerConfig::default()
                 .with_list_files_cache_limit(64 << 20)
-                .with_list_files_cache_ttl(Some(options.list_cache_ttl)),
+                .with_list_files_cache_ttl(Some(options.list_cache_ttl))
+                .with_metadata_cache_limit(METADATA_CACHE_BYTES),
         );
         if let Some(limit) = options.memory_limit {
             runtime = runtime
@@ -265,15 +274,22 @@ pub struct SessionFilter {
     pub limit: usize,
 }
 
-/// The SQL of `chaperone sessions` (over the views; newest first).
+/// The SQL of `chaperone sessions` and the session search (newest first).
+///
+/// Written against the `sessions` table rather than the `session_list` view:
+/// the start rows are filtered (time, agent, table) and cut to `limit` first,
+/// and the end rows are read only from the same days on (a session ends after
+/// it starts), so a search over the last day does not join a month of ends.
 pub fn sessions_sql(f: &SessionFilter) -> String {
-    let mut conditions = Vec::new();
+    let mut start = vec!["event = 'start'".to_string()];
+    let mut end_days = String::new();
     if let Some(since) = f.since_ns {
-        conditions.push(date_filter(since));
-        conditions.push(format!("started_at >= {}", timestamp_literal(since)));
+        start.push(date_filter(since));
+        start.push(format!("time >= {}", timestamp_literal(since)));
+        end_days = format!(" AND {}", date_filter(since));
     }
     if let Some(agent) = &f.agent {
-        conditions.push(format!(
+        start.push(format!(
             "(subject = {0} OR display_name = {0})",
             quote(agent)
         ));
@@ -284,20 +300,22 @@ pub fn sessions_sql(f: &SessionFilter) -> String {
             access.push(date_filter(since));
             access.push(format!("started_at >= {}", timestamp_literal(since)));
         }
-        conditions.push(format!(
+        start.push(format!(
             "session_id IN (SELECT DISTINCT session_id FROM table_access WHERE {})",
             access.join(" AND ")
         ));
     }
-    let filter = if conditions.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", conditions.join(" AND "))
-    };
     format!(
-        "SELECT session_id, started_at, ended_at, subject, display_name, role, target, \
-                client_addr, client_program, commands, end_reason \
-         FROM session_list {filter} ORDER BY started_at DESC, session_id LIMIT {}",
+        "SELECT st.session_id, st.time AS started_at, en.ended_at, st.subject, st.display_name, \
+                st.role, st.target, st.client_addr, st.client_program, en.commands, en.end_reason \
+         FROM (SELECT session_id, time, subject, display_name, role, target, client_addr, \
+                      client_program \
+               FROM sessions WHERE {} ORDER BY time DESC, session_id LIMIT {}) st \
+         LEFT JOIN (SELECT session_id, ended_at, end_reason, commands \
+                    FROM sessions WHERE event = 'end'{end_days}) en \
+           ON en.session_id = st.session_id \
+         ORDER BY started_at DESC, st.session_id",
+        start.join(" AND "),
         f.limit.max(1)
     )
 }
