@@ -16,6 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Where the demo's database lives on the MariaDB server.
 const DEMO_DATABASE: &str = "chaperone_demo";
+/// The approver the demo plays when the agent's backfill is held.
+const DEMO_APPROVER: &str = "dba-on-call";
+/// The approver's API token (local demo only; real ones come from a secret).
+const DEMO_APPROVER_TOKEN: &str = "demo-approver-token";
 
 pub struct DemoArgs {
     pub dir: PathBuf,
@@ -24,6 +28,8 @@ pub struct DemoArgs {
     pub ui_listen: SocketAddr,
     /// Keep the gateway running after the scripted session (until Ctrl-C).
     pub keep_running: bool,
+    /// SIGHUPs caught before the demo's config reloader listened.
+    pub early_hangups: chaperone_proxy::control::EarlyHangups,
 }
 
 /// The scripted agent: a migration, a backfill, a read of a table with personal
@@ -40,7 +46,8 @@ INSERT INTO customers (id, name, email, card) VALUES
   (2, 'Alan Turing', 'alan@example.org', '5500005555555559'),
   (3, 'Grace Hopper', 'grace@example.net', '340000000000009'),
   (4, '<script>alert(\"agents write markup too\")</script>', 'bobby@example.com', '6011000990139424');
--- Migration: a new column, backfilled.
+-- Backfill: an UPDATE without WHERE. The guardrail policy holds it until a
+-- DBA approves; the agent's client simply waits.
 UPDATE customers SET tier = IF(id = 1, 'gold', 'silver');
 "
     );
@@ -48,7 +55,7 @@ UPDATE customers SET tier = IF(id = 1, 'gold', 'silver');
         sql.push_str("CREATE INDEX customers_tier ON customers (tier);\n");
     }
     sql.push_str(
-        "-- The agent looks at the data it migrated (personal data!).
+        "-- The agent looks at the data it migrated: personal data, masked by the gateway.
 SELECT id, name, email, card, tier FROM customers ORDER BY id;
 SELECT tier, COUNT(*) FROM customers GROUP BY tier;
 -- A mistake: a table that does not exist.
@@ -89,8 +96,46 @@ display_name_claim = "job"
 issuer = "dev"
 claims = {{ repository = "acme/shop" }}
 max_session_secs = 3600
+policy = "migration"
 [roles.migration-agent.targets.shop]
 databases = ["{DEMO_DATABASE}"]
+
+# Guardrails: schema changes and writes are allowed, but a change to every row
+# (UPDATE / DELETE without WHERE) waits for a DBA's approval.
+[policies.migration]
+classes = ["read", "write", "ddl", "transaction", "session"]
+[[policies.migration.approve]]
+name = "whole-table-change"
+statements = ["without_where", "truncate"]
+[policies.migration.approval]
+approvers = ["{DEMO_APPROVER}"]
+mode = "hold"
+timeout_secs = 120
+
+[approvals]
+store = "{dir}/approvals"
+[approvals.approvers.{DEMO_APPROVER}]
+token = "{DEMO_APPROVER_TOKEN}"
+
+# Masking: the agent never sees raw e-mail addresses or card numbers (and
+# neither does the archive).
+[masking]
+key = "demo-masking-key-not-for-production"
+[masking.roles.migration-agent]
+detectors = ["email", "card"]
+[[masking.roles.migration-agent.rules]]
+name = "customer-email"
+table = "customers"
+column = "email"
+strategy = "partial"
+keep_prefix = 1
+keep_domain = true
+[[masking.roles.migration-agent.rules]]
+name = "customer-card"
+table = "customers"
+column = "card"
+strategy = "partial"
+keep_suffix = 4
 
 [ui]
 listen = "{ui_listen}"
@@ -120,6 +165,42 @@ fn check_mariadb() -> anyhow::Result<()> {
             "the `mariadb` client is not installed.\n\
              Install and start MariaDB with: scripts/ensure-mariadb.sh"
         ),
+    }
+}
+
+/// Plays the approver: every request the policy holds is shown, then approved
+/// after a short pause (so that the waiting client is visible in the output).
+async fn approve_held_statements(
+    approvals: std::sync::Arc<chaperone_proxy::guardrails::approvals::Approvals>,
+    shutdown: CancellationToken,
+) {
+    use chaperone_proxy::guardrails::approvals::State;
+    while !shutdown.is_cancelled() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let pending = match approvals.list(Some(State::Pending)).await {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("[demo] could not read the approval requests: {e}");
+                continue;
+            }
+        };
+        for view in pending {
+            let r = &view.request;
+            eprintln!(
+                "[demo] held for approval ({} / rule {}): {}\n[demo]   the agent's client waits; {DEMO_APPROVER} approves it (web inbox: /inbox, or `chaperone approvals approve {}`)",
+                r.policy,
+                r.rule,
+                r.sql.as_deref().unwrap_or("-"),
+                r.id
+            );
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            if let Err(e) = approvals
+                .approve(&r.id, DEMO_APPROVER, Some("demo: backfill reviewed".into()))
+                .await
+            {
+                eprintln!("[demo] approving {} failed: {e}", r.id);
+            }
+        }
     }
 }
 
@@ -192,7 +273,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         &config_path,
         demo_config(&dir, args.listen, args.ui_listen, &issuer_url),
     )?;
-    let config = chaperone_proxy::Config::load(&config_path)?;
+    let (config, in_force) = chaperone_proxy::Config::load_effective(&config_path)?;
     let running = crate::start_gateway(config, shutdown.clone())
         .await
         .with_context(|| {
@@ -206,8 +287,26 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "[demo] gateway listening on {gateway} (TLS, token login), recording to {}/archive",
         dir.display()
     );
+    // Edit the config's roles, policies or masking rules, then `kill -HUP`: as `serve`.
+    let reloader = chaperone_proxy::control::Reloader::new(
+        config_path.clone(),
+        in_force,
+        running.shared.clone(),
+        running.workload.clone(),
+    );
+    std::sync::Arc::new(reloader).spawn(None, shutdown.clone(), args.early_hangups)?;
 
-    // 3. The agent: two runs of a nightly migration job, each with its own token.
+    // 3. The DBA on call: approves what the guardrail policy holds (in real life
+    //    from the web inbox or `chaperone approvals approve ID`).
+    let approvals = running
+        .shared
+        .guardrails
+        .approvals()
+        .cloned()
+        .context("the demo config has an [approvals] section")?;
+    let approver = tokio::spawn(approve_held_statements(approvals, shutdown.clone()));
+
+    // 4. The agent: two runs of a nightly migration job, each with its own token.
     let mut outputs = Vec::new();
     for (run, tonight) in [("nightly-run-41", false), ("nightly-run-42", true)] {
         let mut claims = serde_json::Map::new();
@@ -229,7 +328,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (_, last) = outputs.last().expect("two runs");
     println!("\n--- what the agent saw (tonight's run) ---\n{last}");
 
-    // 4. Let the recorder seal and upload the sessions' segments.
+    approver.abort();
+
+    // 5. Let the recorder seal and upload the sessions' segments.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     running.flush().await;
 
@@ -239,7 +340,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!(
         r#"
 Both agent sessions are recorded, with the agent's identity, in {archive}
-(zstd Parquet segments with signed manifests).
+(zstd Parquet segments with signed manifests). The agent saw e-mail addresses
+and card numbers masked (so does the archive), and its backfill without WHERE
+ran only after {DEMO_APPROVER} approved it.
 
 Next:
   open http://{ui}/   (sessions, replay, table history, diff, SQL)

@@ -213,13 +213,15 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config: path } => {
+            // Before anything slow: a SIGHUP while starting must not end the process.
+            let early_hangups = chaperone_proxy::control::catch_early_hangups()?;
             let (config, in_force) = chaperone_proxy::Config::load_effective(&path)
                 .with_context(|| format!("loading {}", path.display()))?;
             init_logging(config.gateway.log_format == "json");
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
-                .block_on(serve(config, path, in_force))
+                .block_on(serve(config, path, in_force, early_hangups))
         }
         Command::Config {
             command: ConfigCommand::Check { file },
@@ -257,6 +259,8 @@ fn main() -> anyhow::Result<()> {
             ui_listen,
             no_wait,
         } => {
+            // Editing the demo's config and sending SIGHUP reloads it, as `serve`.
+            let early_hangups = chaperone_proxy::control::catch_early_hangups()?;
             // The demo tells its own story; the gateway's logs only when asked.
             init_logging_at(false, "warn");
             tokio::runtime::Builder::new_multi_thread()
@@ -267,6 +271,7 @@ fn main() -> anyhow::Result<()> {
                     listen,
                     ui_listen,
                     keep_running: !no_wait,
+                    early_hangups,
                 }))
         }
         Command::Replay(args) => replay::replay(args),
@@ -320,6 +325,7 @@ async fn serve(
     config: chaperone_proxy::Config,
     path: PathBuf,
     in_force: toml::Table,
+    early_hangups: chaperone_proxy::control::EarlyHangups,
 ) -> anyhow::Result<()> {
     use chaperone_proxy::control::Reloader;
     let shutdown = CancellationToken::new();
@@ -340,7 +346,7 @@ async fn serve(
         gateway.shared.clone(),
         gateway.workload.clone(),
     );
-    Arc::new(reloader).spawn(poll, shutdown)?;
+    Arc::new(reloader).spawn(poll, shutdown, early_hangups)?;
     gateway.stopped().await
 }
 

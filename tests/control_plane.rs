@@ -180,3 +180,73 @@ fn sighup_tightens_the_policy_of_an_open_session_and_a_bad_config_changes_nothin
     );
     root_sql(&format!("DROP DATABASE {DB}"));
 }
+
+/// SIGHUP's default action ends a process. A config-management tool may send
+/// its "reload" while the gateway is still starting (config, TLS, archive
+/// recovery, listeners): the gateway must catch SIGHUP from its first moments,
+/// survive it, and reload once it is up.
+#[test]
+fn a_sighup_while_starting_does_not_kill_the_gateway() {
+    let dir = Dir::new("cp_early_hup");
+    let port = free_port();
+    let config = write_config(&dir.0, port, r#"["read"]"#);
+    let log = dir.0.join("gateway.log");
+    let mut child = std::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("CHAPERONE_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("chaperone serve");
+    // Wait until the process catches SIGHUP (bit 0 of SigCgt in /proc), then
+    // send it: the listener must not be up yet, or this tests nothing.
+    let status = format!("/proc/{}/status", child.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&status).unwrap_or_default();
+        let caught = text
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .is_some_and(|mask| mask & 1 != 0);
+        if caught {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "chaperone serve never caught SIGHUP"
+        );
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "SIGHUP was caught only after the gateway listened"
+    );
+    signal(&child, "HUP");
+    // It comes up, serves, and reloaded (nothing changed) once it could.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the gateway died of a SIGHUP while starting: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway did not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !log_has(&log, "a SIGHUP came while the gateway was starting") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(child.try_wait().unwrap().is_none());
+    terminate(child);
+}

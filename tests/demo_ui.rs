@@ -175,6 +175,49 @@ fn demo_records_agent_sessions_and_the_audit_service_answers() {
         "request, column count, 5 defs, rows, EOF"
     );
 
+    // Masking: the agent received masked e-mail addresses and card numbers, the
+    // archive recorded what it received, and the statement names the rules.
+    let masked = select["masked_columns"].to_string();
+    assert!(
+        masked.contains("customer-email") && masked.contains("customer-card"),
+        "{masked}"
+    );
+    let received: Vec<u8> = frames["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|f| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD
+                .decode(f["payload_base64"].as_str().unwrap())
+                .unwrap()
+        })
+        .collect();
+    let received = String::from_utf8_lossy(&received);
+    for raw in ["ada@example.com", "4111111111111111", "5500005555555559"] {
+        assert!(
+            !received.contains(raw),
+            "{raw} reached the agent: {received}"
+        );
+    }
+    assert!(
+        received.contains("@example.com"),
+        "the e-mail domain is kept"
+    );
+    assert!(received.contains("1111"), "the card's last four are kept");
+
+    // Guardrails: the backfill without WHERE ran after the DBA's approval.
+    let backfill = statements
+        .iter()
+        .find(|s| {
+            s["sql"]
+                .as_str()
+                .is_some_and(|q| q.starts_with("UPDATE customers"))
+        })
+        .expect("the backfill");
+    assert_eq!(backfill["verdict"], "approved", "{backfill}");
+    assert_eq!(backfill["rows_affected"], 4, "{backfill}");
+
     // Diff: tonight's run added exactly one statement (the index).
     let diff = json("GET", &format!("{ui}/api/diff?a={a}&b={b}"), None);
     assert_eq!(diff["summary"]["only_b"], 1, "{diff}");

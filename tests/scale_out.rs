@@ -1,13 +1,13 @@
 //! Scale-out with the real binary: two `chaperone serve` replicas (own
 //! `gateway.id`, own segment chain) behind haproxy (TCP, round robin) write to
 //! one S3-compatible store (moto) — the archive and the approvals — and read
-//! one shared policy file.
+//! one shared policy file, an object on the same store.
 //!
 //! - sessions through both replicas are in one catalog (`chaperone query`);
 //! - a statement held on replica A is approved through replica B's API and
 //!   the waiting client gets its result;
-//! - a policy change in the shared file reaches both replicas (polling), and
-//!   each records it in the archive;
+//! - a policy change published to the shared object reaches both replicas
+//!   (polling), and each records it in the archive;
 //! - replica A is SIGKILLed during a client loop through haproxy and started
 //!   again: every INSERT the client got an OK for is in the archive, and
 //!   `chaperone verify` passes for every chain.
@@ -33,10 +33,14 @@ struct Replica {
     log: PathBuf,
 }
 
-fn write_policies(dir: &Path, classes: &str) {
-    std::fs::write(
-        dir.join("policies.toml"),
-        format!(
+/// Where the replicas' shared policy file is published.
+const POLICY_KEY: &str = "config/policies.toml";
+
+fn publish_policies(moto: &Moto, classes: &str) {
+    moto.put_object(
+        BUCKET,
+        POLICY_KEY,
+        &format!(
             r#"
 [policies.agent]
 classes = {classes}
@@ -48,8 +52,7 @@ statements = ["alter", "drop", "truncate"]
 timeout_secs = 60
 "#
         ),
-    )
-    .unwrap();
+    );
 }
 
 fn replica(dir: &Path, moto: &Moto, id: &'static str) -> Replica {
@@ -65,7 +68,8 @@ id = "{id}"
 listen = "127.0.0.1:{port}"
 shutdown_grace_secs = 2
 config_poll_secs = 1
-policy_file = "policies.toml"
+policy_file = "s3://{BUCKET}/{POLICY_KEY}"
+policy_file_options = {options}
 [targets.db]
 address = "127.0.0.1:3306"
 user = "root"
@@ -245,7 +249,7 @@ fn two_replicas_behind_haproxy_share_one_archive_approvals_and_policies() {
     std::fs::write(dir.0.join("signing.key"), SIGNING_KEY_HEX).unwrap();
     let moto = Moto::start();
     moto.create_bucket(BUCKET);
-    write_policies(&dir.0, r#"["read", "write", "session", "transaction"]"#);
+    publish_policies(&moto, r#"["read", "write", "session", "transaction"]"#);
     let a = replica(&dir.0, &moto, "replica-a");
     let b = replica(&dir.0, &moto, "replica-b");
     let mut gw_a = start(&a);
@@ -329,8 +333,8 @@ fn two_replicas_behind_haproxy_share_one_archive_approvals_and_policies() {
         String::from_utf8_lossy(&load.stderr).lines().count()
     );
 
-    // A tightened policy in the shared file reaches both replicas.
-    write_policies(&dir.0, r#"["read", "session", "transaction"]"#);
+    // A tightened policy published to the shared object reaches both replicas.
+    publish_policies(&moto, r#"["read", "session", "transaction"]"#);
     for r in [&a, &b] {
         eventually(20, "the tightened policy on both replicas", || {
             let out = agent(r.port, "UPDATE t SET v = v WHERE v = 0");

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::policy_source::PolicySource;
+
 /// Errors while loading or checking the configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -22,6 +24,8 @@ pub enum ConfigError {
     Parse(#[from] toml::de::Error),
     #[error("invalid config: {0}")]
     Invalid(String),
+    #[error("cannot read the policy file {location}: {message}")]
+    PolicySource { location: String, message: String },
     #[error("secret {what}: environment variable {var} is not set")]
     MissingEnv { what: String, var: String },
     #[error("secret {what}: cannot read {path}: {source}")]
@@ -111,11 +115,15 @@ pub struct GatewayConfig {
     #[serde(default)]
     pub config_poll_secs: Option<u64>,
     /// A second file holding only `[roles.*]`, `[policies.*]` and `[masking]`,
-    /// merged into this config (relative to this file's directory): the policy
-    /// source every replica shares while each keeps its own `[gateway]`. A name
-    /// defined in both files is an error.
+    /// merged into this config (relative to this file's directory, or an
+    /// `s3://bucket/key` object): the policy source every replica shares while
+    /// each keeps its own `[gateway]`. A name defined in both is an error.
     #[serde(default)]
-    pub policy_file: Option<PathBuf>,
+    pub policy_file: Option<String>,
+    /// Object store options for an `s3://` policy file (endpoint, region,
+    /// credentials), as `[archive.store_options]`.
+    #[serde(default)]
+    pub policy_file_options: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -319,12 +327,11 @@ impl Config {
     pub fn load_effective(path: &Path) -> Result<(Self, toml::Table), ConfigError> {
         let text = read_file(path)?;
         let mut table: toml::Table = toml::from_str(&text)?;
-        let Some(policy_file) = policy_file_of(&table, path) else {
+        let Some(source) = PolicySource::of(&table, path)? else {
             // Typed from the text: errors point at the file's lines.
             return Ok((Self::parse(&text)?, table));
         };
-        let policies: toml::Table = toml::from_str(&read_file(&policy_file)?)?;
-        merge_policy_file(&mut table, policies, &policy_file)?;
+        merge_policy_file(&mut table, &source)?;
         Ok((Self::from_table(table.clone())?, table))
     }
 
@@ -333,9 +340,8 @@ impl Config {
     /// config it rejects.
     pub fn effective_table(path: &Path) -> Result<toml::Table, ConfigError> {
         let mut table: toml::Table = toml::from_str(&read_file(path)?)?;
-        if let Some(policy_file) = policy_file_of(&table, path) {
-            let policies: toml::Table = toml::from_str(&read_file(&policy_file)?)?;
-            merge_policy_file(&mut table, policies, &policy_file)?;
+        if let Some(source) = PolicySource::of(&table, path)? {
+            merge_policy_file(&mut table, &source)?;
         }
         Ok(table)
     }
@@ -433,29 +439,19 @@ fn read_file(path: &Path) -> Result<String, ConfigError> {
     })
 }
 
-/// `[gateway] policy_file`, relative to the config file's directory.
-fn policy_file_of(table: &toml::Table, config_path: &Path) -> Option<PathBuf> {
-    let file = table.get("gateway")?.get("policy_file")?.as_str()?;
-    Some(config_path.parent().unwrap_or(Path::new(".")).join(file))
-}
-
-/// Adds the sections of a policy file to the main config's.
-fn merge_policy_file(
-    main: &mut toml::Table,
-    policies: toml::Table,
-    path: &Path,
-) -> Result<(), ConfigError> {
+/// Adds the sections of the policy file to the main config's.
+fn merge_policy_file(main: &mut toml::Table, source: &PolicySource) -> Result<(), ConfigError> {
+    let policies: toml::Table = toml::from_str(&source.read()?)?;
+    let path = source;
     for (section, value) in policies {
         let toml::Value::Table(entries) = value else {
             return Err(ConfigError::Invalid(format!(
-                "{}: `{section}` must be a section ([{section}...])",
-                path.display()
+                "{path}: `{section}` must be a section ([{section}...])"
             )));
         };
         if !POLICY_FILE_SECTIONS.contains(&section.as_str()) {
             return Err(ConfigError::Invalid(format!(
-                "{}: [{section}] cannot be in a policy file; it holds only {}",
-                path.display(),
+                "{path}: [{section}] cannot be in a policy file; it holds only {}",
                 POLICY_FILE_SECTIONS.map(|s| format!("[{s}]")).join(", ")
             )));
         }
@@ -470,8 +466,7 @@ fn merge_policy_file(
         for (name, entry) in entries {
             if target.contains_key(&name) {
                 return Err(ConfigError::Invalid(format!(
-                    "{section}.{name} is defined both in the config and in the policy file {}",
-                    path.display()
+                    "{section}.{name} is defined both in the config and in the policy file {path}"
                 )));
             }
             target.insert(name, entry);

@@ -252,12 +252,22 @@ impl Reloader {
     pub async fn reload(&self, trigger: ReloadTrigger) -> ReloadOutcome {
         let mut state = self.state.lock().await;
         let who = trigger.describe(&self.path);
-        let (config, table) = match Config::load_effective(&self.path) {
-            Ok(c) => c,
-            Err(e) => {
-                // The diff of what was rejected, when the files can be read at all.
-                let table = Config::effective_table(&self.path).ok();
+        // Off the async workers: the policy file may be an object on S3.
+        let path = self.path.clone();
+        let loaded = tokio::task::spawn_blocking(move || match Config::load_effective(&path) {
+            Ok(c) => Ok(c),
+            // The diff of what was rejected, when the files can be read at all.
+            Err(e) => Err((e, Config::effective_table(&path).ok())),
+        })
+        .await;
+        let (config, table) = match loaded {
+            Ok(Ok(c)) => c,
+            Ok(Err((e, table))) => {
                 return self.reject(&mut state, &trigger, &who, e.to_string(), table.as_ref());
+            }
+            Err(e) => {
+                let reason = format!("reading the config failed: {e}");
+                return self.reject(&mut state, &trigger, &who, reason, None);
             }
         };
         if table == state.in_force {
@@ -408,14 +418,24 @@ impl Reloader {
     }
 
     /// Reloads on SIGHUP and, every `poll` when set, when the file changed,
-    /// until `shutdown`.
+    /// until `shutdown`. `early`: SIGHUPs caught while the gateway was starting
+    /// (one reload at once if there was any).
     pub fn spawn(
         self: Arc<Self>,
         poll: Option<Duration>,
         shutdown: tokio_util::sync::CancellationToken,
+        early: EarlyHangups,
     ) -> std::io::Result<tokio::task::JoinHandle<()>> {
         let mut hangups = hangup_signals()?;
         Ok(tokio::spawn(async move {
+            if early.0.swap(false, Ordering::AcqRel) {
+                info!("a SIGHUP came while the gateway was starting: reloading now");
+                self.reload(ReloadTrigger::Signal {
+                    pid: None,
+                    uid: None,
+                })
+                .await;
+            }
             let mut ticker = poll.map(|p| {
                 let mut t = tokio::time::interval(p);
                 t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -434,6 +454,21 @@ impl Reloader {
             }
         }))
     }
+}
+
+/// SIGHUPs that came before the [`Reloader`] listened.
+///
+/// SIGHUP's default action ends the process, and starting a gateway (config,
+/// TLS, JWKS, archive recovery, listeners) takes a while: a config-management
+/// tool's "reload" in that window must not kill it. [`catch_early_hangups`],
+/// called first thing, replaces the default action with a flag.
+pub struct EarlyHangups(Arc<std::sync::atomic::AtomicBool>);
+
+/// Installs the early SIGHUP handler (see [`EarlyHangups`]).
+pub fn catch_early_hangups() -> std::io::Result<EarlyHangups> {
+    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, flag.clone())?;
+    Ok(EarlyHangups(flag))
 }
 
 /// SIGHUPs with their sender (pid and uid from the kernel's siginfo), from a

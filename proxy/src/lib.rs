@@ -20,6 +20,7 @@ pub mod guardrails;
 pub mod identity;
 pub mod masking;
 pub mod metrics;
+pub mod policy_source;
 pub mod protocol;
 pub mod registry;
 pub mod server;

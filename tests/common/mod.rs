@@ -218,6 +218,28 @@ impl Moto {
         );
     }
 
+    /// Writes an object (as an operator publishing a file with the AWS CLI).
+    pub fn put_object(&self, bucket: &str, key: &str, body: &str) {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import sys, boto3\n\
+                 s3 = boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1')\n\
+                 s3.put_object(Bucket=sys.argv[2], Key=sys.argv[3], Body=sys.argv[4].encode())",
+                &self.endpoint(),
+                bucket,
+                key,
+                body,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `store_options = { ... }` for a `chaperone.toml` section.
     pub fn store_options_toml(&self) -> String {
         format!(
