@@ -287,14 +287,7 @@ async fn session(
     Path(id): Path<String>,
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
-    let (info, _) = run_query(
-        &state,
-        &format!(
-            "SELECT * FROM session_list WHERE session_id = {}",
-            quote(&id)
-        ),
-    )
-    .await?;
+    let (info, _) = run_query(&state, &chaperone_recorder::catalog::session_sql(&id)).await?;
     let Some(info) = info.into_iter().next() else {
         return Err(ApiError(
             StatusCode::NOT_FOUND,

@@ -82,14 +82,7 @@ async fn session_page(
     use chaperone_recorder::catalog::quote;
     const PAGE: usize = 500;
     let offset = p.offset.unwrap_or(0);
-    let info = run_query(
-        &state,
-        &format!(
-            "SELECT * FROM session_list WHERE session_id = {}",
-            quote(&id)
-        ),
-    )
-    .await;
+    let info = run_query(&state, &chaperone_recorder::catalog::session_sql(&id)).await;
     let info = match info {
         Ok((rows, _)) if !rows.is_empty() => rows.into_iter().next().expect("non-empty"),
         Ok(_) => {

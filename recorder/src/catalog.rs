@@ -10,7 +10,7 @@
 //! filters. File listings are cached for a short time ([`CatalogOptions`]) so
 //! that new segments show up without reopening.
 //!
-//! Views for the common questions (see [`VIEWS`]):
+//! Views for the common questions (see [`VIEWS`] and `session_list_sql`):
 //! - `session_list`: one row per session, start and end joined;
 //! - `statement_log`: statements with their session's context (client address,
 //!   program, claims, upstream user);
@@ -80,10 +80,13 @@ impl Default for CatalogOptions {
     }
 }
 
-/// The views registered with every catalog: (name, SQL).
-pub const VIEWS: &[(&str, &str)] = &[
-    (
-        "session_list",
+/// `session_list`: one row per session, its start row joined with its end row.
+/// `conditions` apply to the `sessions` rows of both sides; each begins with
+/// the column it tests (`session_id = 'x'`), which is qualified for the start side.
+fn session_list_sql(conditions: &[String]) -> String {
+    let end: String = conditions.iter().map(|c| format!(" AND {c}")).collect();
+    let start: String = conditions.iter().map(|c| format!(" AND st.{c}")).collect();
+    format!(
         "SELECT st.session_id, st.gateway_id, st.issuer, st.subject, st.display_name, \
                 st.auth_method, st.role, st.target, st.client_user, st.upstream_user, \
                 st.database, st.client_addr, st.client_program, st.client_tls, \
@@ -92,10 +95,14 @@ pub const VIEWS: &[(&str, &str)] = &[
          FROM sessions st \
          LEFT JOIN (SELECT session_id, ended_at, end_reason, commands, frames, \
                            bytes_from_client, bytes_to_client \
-                    FROM sessions WHERE event = 'end') en \
+                    FROM sessions WHERE event = 'end'{end}) en \
            ON en.session_id = st.session_id \
-         WHERE st.event = 'start'",
-    ),
+         WHERE st.event = 'start'{start}"
+    )
+}
+
+/// The views registered with every catalog besides `session_list`: (name, SQL).
+pub const VIEWS: &[(&str, &str)] = &[
     (
         "statement_log",
         "SELECT s.*, ss.client_user, ss.upstream_user, ss.client_addr, ss.client_program, \
@@ -201,7 +208,10 @@ impl Catalog {
             ctx.register_table(table.name(), Arc::new(provider))
                 .map_err(|e| setup(e.to_string()))?;
         }
-        for (name, sql) in VIEWS {
+        let session_list = session_list_sql(&[]);
+        for (name, sql) in
+            std::iter::once(("session_list", session_list.as_str())).chain(VIEWS.iter().copied())
+        {
             ctx.sql(&format!("CREATE VIEW {name} AS {sql}"))
                 .await
                 .map_err(|e| setup(format!("view {name}: {e}")))?;
@@ -318,6 +328,31 @@ pub fn sessions_sql(f: &SessionFilter) -> String {
         start.join(" AND "),
         f.limit.max(1)
     )
+}
+
+/// The `session_list` row of one session (none if it is not in the archive).
+///
+/// A gateway's session id begins with its start time (`<ms, 12 hex
+/// digits>-<random>`, time-ordered): the lookup then reads only the partitions
+/// from an hour before that on, on both sides of the start/end join (the
+/// view's filter would reach only the start side), instead of consulting every
+/// file's bloom filter. Other ids (control-plane records) search everything.
+pub fn session_sql(session_id: &str) -> String {
+    let mut conditions = vec![format!("session_id = {}", quote(session_id))];
+    if let Some(ns) = session_start_ns(session_id) {
+        conditions.push(date_filter(ns - 3_600_000_000_000));
+    }
+    session_list_sql(&conditions)
+}
+
+/// The start time a gateway wrote into a session id, if it is one of theirs.
+pub fn session_start_ns(session_id: &str) -> Option<i64> {
+    let (ms, rest) = session_id.split_once('-')?;
+    if ms.len() != 12 || rest.len() != 16 || !rest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let ms = i64::from_str_radix(ms, 16).ok()?;
+    ms.checked_mul(1_000_000)
 }
 
 /// A condition on `table_access.table_name` for a table as a user names it.

@@ -299,6 +299,36 @@ async fn catalog_answers_like_duckdb_over_an_archive_of_real_traffic() {
     };
     assert_eq!(ids(&future).await, 0);
 
+    // One session by id: the partition hint from the id finds it, with its end.
+    let any = cat
+        .query("SELECT session_id, commands FROM session_list LIMIT 1")
+        .await
+        .unwrap();
+    let id = arrow::array::cast::as_string_array(any[0].column(0))
+        .value(0)
+        .to_string();
+    assert!(catalog::session_start_ns(&id).is_some(), "{id}");
+    let one = cat.query(&catalog::session_sql(&id)).await.unwrap();
+    assert_eq!(one.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+    let by_view = cat
+        .query(&format!(
+            "SELECT * FROM session_list WHERE session_id = {}",
+            catalog::quote(&id)
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        arrow::util::pretty::pretty_format_batches(&one)
+            .unwrap()
+            .to_string(),
+        arrow::util::pretty::pretty_format_batches(&by_view)
+            .unwrap()
+            .to_string(),
+        "the same row as the view's"
+    );
+    let missing = cat.query(&catalog::session_sql("nope")).await.unwrap();
+    assert_eq!(missing.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
+
     // Output formats.
     let batches = cat
         .query("SELECT subject, count(*) AS n FROM statements GROUP BY 1 ORDER BY 1")
