@@ -195,6 +195,7 @@ fn every_key_of_the_example_has_a_row_in_the_tables() {
         "policies",
         "approvers",
         "store_options",
+        "policy_file_options",
         "claims",
         "patterns",
         "deny_lists",

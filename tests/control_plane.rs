@@ -190,6 +190,7 @@ fn a_sighup_while_starting_does_not_kill_the_gateway() {
     let dir = Dir::new("cp_early_hup");
     let port = free_port();
     let config = write_config(&dir.0, port, r#"["read"]"#);
+    std::fs::write(dir.0.join("signing.key"), SIGNING_KEY_HEX).unwrap();
     let log = dir.0.join("gateway.log");
     let mut child = std::process::Command::new(BIN)
         .args(["serve", "--config"])
