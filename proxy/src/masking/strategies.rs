@@ -290,7 +290,7 @@ mod tests {
 
     #[test]
     fn strategies() {
-        let key = HashKey::new(b"k".to_vec());
+        let key = HashKey::new(b"k");
         let s = |st: Strategy, v: &str, shape: Shape| {
             apply(&st, v.as_bytes(), shape, &key).map(|b| String::from_utf8(b).unwrap())
         };
