@@ -172,6 +172,7 @@ fn check_mariadb() -> anyhow::Result<()> {
 /// after a short pause (so that the waiting client is visible in the output).
 async fn approve_held_statements(
     approvals: std::sync::Arc<chaperone_proxy::guardrails::approvals::Approvals>,
+    inbox: String,
     shutdown: CancellationToken,
 ) {
     use chaperone_proxy::guardrails::approvals::State;
@@ -187,7 +188,7 @@ async fn approve_held_statements(
         for view in pending {
             let r = &view.request;
             eprintln!(
-                "[demo] held for approval ({} / rule {}): {}\n[demo]   the agent's client waits; {DEMO_APPROVER} approves it (web inbox: /inbox, or `chaperone approvals approve {}`)",
+                "[demo] held for approval ({} / rule {}): {}\n[demo]   the agent's client waits; {DEMO_APPROVER} approves it (where a person would: {inbox}, or `chaperone approvals approve {}`)",
                 r.policy,
                 r.rule,
                 r.sql.as_deref().unwrap_or("-"),
@@ -304,7 +305,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .approvals()
         .cloned()
         .context("the demo config has an [approvals] section")?;
-    let approver = tokio::spawn(approve_held_statements(approvals, shutdown.clone()));
+    let approver = tokio::spawn(approve_held_statements(
+        approvals,
+        format!("http://{}/inbox", args.ui_listen),
+        shutdown.clone(),
+    ));
 
     // 4. The agent: two runs of a nightly migration job, each with its own token.
     let mut outputs = Vec::new();
