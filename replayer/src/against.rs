@@ -502,7 +502,7 @@ fn skip_reason(st: &Statement, command: u8, options: &AgainstOptions) -> Option<
 
 /// The recorded role's masking, replayed: the gateway's [`SessionMasking`],
 /// driven by the recorded requests the way a gateway session drives it
-/// (`proxy/src/session.rs`), with prepared statements known by their recorded
+/// (`proxy/src/session/dispatch.rs`), with prepared statements known by their recorded
 /// ids; and the name of the profile that applies (None: nothing is masked).
 struct ReplayMasking(SessionMasking, Option<String>);
 
