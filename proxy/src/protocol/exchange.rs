@@ -383,7 +383,9 @@ impl Exchange {
 
     fn finish_result(&mut self, ok: OkInfo, is_ok_packet: bool) -> Step {
         if is_ok_packet {
-            self.facts.affected_rows += ok.affected_rows;
+            // Saturating: the counts come from the server, one per result set
+            // (found by fuzzing: a sum of huge counts overflowed).
+            self.facts.affected_rows = self.facts.affected_rows.saturating_add(ok.affected_rows);
             if ok.last_insert_id != 0 {
                 self.facts.last_insert_id = ok.last_insert_id;
             }
@@ -426,6 +428,23 @@ mod tests {
             status,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn affected_rows_of_many_result_sets_saturate() {
+        let caps = CapabilityFlags::empty();
+        let more = SERVER_MORE_RESULTS_EXISTS;
+        let mut ex = Exchange::new(COM_QUERY, false);
+        let steps = run(
+            &mut ex,
+            &[
+                encode_ok(ok(more, u64::MAX), caps),
+                encode_ok(ok(more, u64::MAX), caps),
+                encode_ok(ok(2, 1), caps),
+            ],
+        );
+        assert_eq!(steps, vec![Step::More, Step::More, Step::Done]);
+        assert_eq!(ex.facts().affected_rows, u64::MAX);
     }
 
     #[test]

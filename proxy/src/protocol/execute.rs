@@ -218,8 +218,10 @@ pub fn read_binary_value(r: &mut Reader<'_>, t: u8, unsigned: bool) -> Result<St
                 0 => "'00:00:00'".to_string(),
                 8 | 12 => {
                     let neg = if b[0] == 1 { "-" } else { "" };
-                    let days = u32::from_le_bytes([b[1], b[2], b[3], b[4]]);
-                    let hours = days * 24 + b[5] as u32;
+                    // u64: a client may send any day count (found by fuzzing:
+                    // u32 arithmetic overflowed).
+                    let days = u32::from_le_bytes([b[1], b[2], b[3], b[4]]) as u64;
+                    let hours = days * 24 + b[5] as u64;
                     let mut s = format!("'{neg}{hours:02}:{:02}:{:02}", b[6], b[7]);
                     if len == 12 {
                         s += &format!(".{:06}", u32::from_le_bytes([b[8], b[9], b[10], b[11]]));
@@ -353,5 +355,11 @@ mod tests {
         );
         let mut r = Reader::new(&[8, 1, 1, 0, 0, 0, 2, 3, 4], "t");
         assert_eq!(read_binary_value(&mut r, 11, false).unwrap(), "'-26:03:04'");
+        // Any day count renders (fuzz finding: it overflowed u32 hours).
+        let mut r = Reader::new(&[8, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0], "t");
+        assert_eq!(
+            read_binary_value(&mut r, 11, false).unwrap(),
+            "'103079215335:00:00'"
+        );
     }
 }
