@@ -108,6 +108,36 @@ signing_key_file = "{key}"
     }
 }
 
+/// What a failure needs explained (the test's directory is removed after it):
+/// each replica's warnings and errors, and what is still in its spool.
+fn diagnostics(dir: &Path, replicas: &[&Replica]) -> String {
+    let mut out = String::new();
+    for r in replicas {
+        out += &format!("--- {}: warnings and errors\n", r.id);
+        for line in std::fs::read_to_string(&r.log).unwrap_or_default().lines() {
+            if line.contains("WARN") || line.contains("ERROR") {
+                out += line;
+                out.push('\n');
+            }
+        }
+        out += &format!("--- {}: spool\n", r.id);
+        let spool = dir.join(format!("spool-{}", r.id));
+        let mut stack = vec![spool];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+                    out += &format!("{} {size}\n", path.display());
+                }
+            }
+        }
+    }
+    out
+}
+
 fn start(r: &Replica) -> Child {
     serve(&r.config, &r.log, &[r.port, r.api_port])
 }
@@ -373,7 +403,10 @@ fn two_replicas_behind_haproxy_share_one_archive_approvals_and_policies() {
     let missing: Vec<_> = acknowledged.difference(&recorded).collect();
     assert!(
         missing.is_empty(),
-        "acknowledged but not recorded: {missing:?}"
+        "acknowledged but not recorded ({} of {}): {missing:?}\n{}",
+        missing.len(),
+        acknowledged.len(),
+        diagnostics(&dir.0, &[&a, &b])
     );
     let in_db: usize = root_sql(&format!("SELECT count(*) FROM {DB}.load_rows"))
         .trim()
