@@ -4,6 +4,35 @@
 use super::*;
 
 impl Session {
+    /// Judges a statement against the session's policy (`prepare`: at
+    /// COM_STMT_PREPARE), noticing a client that leaves while the statement is
+    /// held for approval. The summary's SQL text is lent to the check.
+    async fn check_statement(
+        &mut self,
+        bytes: &[u8],
+        analysis: &crate::sql::Analysis,
+        prepare: bool,
+        summary: &mut CommandSummary,
+    ) -> Result<crate::guardrails::PreparedGuard, GuardError> {
+        let sql_text = summary.sql.take().unwrap_or_default();
+        let cmd = SqlCommand {
+            bytes,
+            sql: &sql_text,
+            analysis,
+            database: self.database.as_deref(),
+            connection_id: self.connection_id,
+            prepare,
+        };
+        let checked = {
+            let mut gone = std::pin::pin!(client_gone(&mut self.client, &mut self.pipelined));
+            self.guard
+                .check_sql(cmd, &mut self.upstream, summary, gone.as_mut())
+                .await
+        };
+        summary.sql = Some(sql_text);
+        checked
+    }
+
     /// Handles one command. `Ok(Some(end))` ends the session.
     pub(super) async fn command(&mut self, packet: Packet) -> Result<Option<End>, SessionError> {
         let started = Instant::now();
@@ -78,23 +107,9 @@ impl Session {
                 let analysis = AnalysisCache::shared().analyze(text);
                 analysis.record_into(&mut summary, self.database.as_deref());
                 if self.guard.active() {
-                    let sql_text = summary.sql.take().unwrap_or_default();
-                    let cmd = SqlCommand {
-                        bytes: sql,
-                        sql: &sql_text,
-                        analysis: &analysis,
-                        database: self.database.as_deref(),
-                        connection_id: self.connection_id,
-                        prepare: false,
-                    };
-                    let checked = {
-                        let mut gone =
-                            std::pin::pin!(client_gone(&mut self.client, &mut self.pipelined));
-                        self.guard
-                            .check_sql(cmd, &mut self.upstream, &mut summary, gone.as_mut())
-                            .await
-                    };
-                    summary.sql = Some(sql_text);
+                    let checked = self
+                        .check_statement(sql, &analysis, false, &mut summary)
+                        .await;
                     if let Err(e) = checked {
                         return self.guard_refused(summary, code, e).await;
                     }
@@ -163,23 +178,9 @@ impl Session {
                     AnalysisCache::shared().analyze(summary.sql.as_deref().unwrap_or_default());
                 analysis.record_into(&mut summary, self.database.as_deref());
                 if self.guard.active() {
-                    let sql_text = summary.sql.take().unwrap_or_default();
-                    let cmd = SqlCommand {
-                        bytes: &packet.payload[1..],
-                        sql: &sql_text,
-                        analysis: &analysis,
-                        database: self.database.as_deref(),
-                        connection_id: self.connection_id,
-                        prepare: true,
-                    };
-                    let checked = {
-                        let mut gone =
-                            std::pin::pin!(client_gone(&mut self.client, &mut self.pipelined));
-                        self.guard
-                            .check_sql(cmd, &mut self.upstream, &mut summary, gone.as_mut())
-                            .await
-                    };
-                    summary.sql = Some(sql_text);
+                    let checked = self
+                        .check_statement(&packet.payload[1..], &analysis, true, &mut summary)
+                        .await;
                     match checked {
                         Ok(g) => prepared_guard = Some(g),
                         Err(e) => return self.guard_refused(summary, code, e).await,
