@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod policy_source;
 pub mod protocol;
 pub mod registry;
+pub mod s3;
 pub mod server;
 pub mod session;
 pub mod sql;

@@ -110,14 +110,7 @@ fn read_object(url: &str, options: &BTreeMap<String, String>) -> Result<String, 
         .map(|(_, key)| key)
         .filter(|key| !key.is_empty())
         .ok_or_else(|| "name the object: s3://bucket/key".to_string())?;
-    let mut builder = object_store::aws::AmazonS3Builder::from_env().with_url(url);
-    for (k, v) in options {
-        let key = k
-            .parse()
-            .map_err(|e: object_store::Error| format!("policy_file_options.{k}: {e}"))?;
-        builder = builder.with_config(key, v);
-    }
-    let store = builder.build().map_err(|e| e.to_string())?;
+    let store = crate::s3::store(url, options)?;
     let path = object_store::path::Path::from(key);
     let fetch = async move {
         let get = store.get(&path).await.map_err(|e| e.to_string())?;

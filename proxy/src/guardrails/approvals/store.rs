@@ -85,14 +85,7 @@ pub async fn open(
         .map(|(_, p)| p.trim_matches('/').to_string())
         .unwrap_or_default();
     if location.starts_with("s3://") || location.starts_with("s3a://") {
-        let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(location);
-        for (k, v) in options {
-            let key = k
-                .parse()
-                .map_err(|e: object_store::Error| config_err(e.to_string()))?;
-            b = b.with_config(key, v);
-        }
-        let s3 = b.build().map_err(|e| config_err(e.to_string()))?;
+        let s3 = crate::s3::store(location, options).map_err(config_err)?;
         return Ok(Arc::new(ObjectStoreLog {
             store: Arc::new(s3),
             prefix: url_prefix,
