@@ -306,7 +306,7 @@ fn main() -> anyhow::Result<()> {
             format,
         ),
         Command::DevCert { out } => {
-            let (cert, key) = chaperone_proxy::tls::generate_self_signed()?;
+            let (cert, key) = chaperone_mysql::tls::generate_self_signed()?;
             std::fs::create_dir_all(&out)?;
             std::fs::write(out.join("cert.pem"), cert)?;
             std::fs::write(out.join("key.pem"), key)?;
@@ -413,9 +413,9 @@ pub(crate) async fn start_gateway(
             None
         }
     };
-    let tap: Arc<dyn chaperone_proxy::tap::Tap> = match &recorder {
+    let tap: Arc<dyn chaperone_schemas::tap::Tap> = match &recorder {
         Some(r) => r.clone(),
-        None => Arc::new(chaperone_proxy::tap::NoopTap),
+        None => Arc::new(chaperone_schemas::tap::NoopTap),
     };
     let mut gateway = chaperone_proxy::Gateway::bind(config, authenticator.clone(), tap).await?;
     if let Some(r) = &recorder {

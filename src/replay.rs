@@ -109,7 +109,7 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         if let Some(path) = &args.archive.config {
             let config = load_config(path)?;
             masking = Some(std::sync::Arc::new(
-                chaperone_proxy::masking::Masking::compile(&config.masking)
+                chaperone_masking::Masking::compile(&config.masking)
                     .with_context(|| format!("the [masking] section of {}", path.display()))?,
             ));
             for (name, t) in &config.targets {

@@ -36,7 +36,7 @@ fn parse(config: &toml::Table) -> Result<(), String> {
     if let Some(ui) = &parsed.ui {
         chaperone_query_ui::UiConfig::from_toml(ui).map_err(|e| e.to_string())?;
     }
-    chaperone_proxy::masking::Masking::compile(&{
+    chaperone_masking::Masking::compile(&{
         let mut m = parsed.masking.clone();
         m.key_env = None;
         m.key = Some("a key for the reference test only".into());

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use chaperone_proxy::tap::Tap;
 use chaperone_recorder::{ArchiveConfig, Recorder};
 use chaperone_schemas::event::{now_ns, CommandSummary, Direction, Frame, SessionStart, TapEvent};
+use chaperone_schemas::tap::Tap;
 
 use crate::mysql::Client;
 use crate::sysbench::{self, Tables};
@@ -384,7 +384,7 @@ plugin = "mysql_native_password"
         let authenticator = Arc::new(chaperone_proxy::auth::ConfigUsers::from_config(&config)?);
         let tap: Arc<dyn Tap> = match &recorder {
             Some(r) => r.clone(),
-            None => Arc::new(chaperone_proxy::tap::NoopTap),
+            None => Arc::new(chaperone_schemas::tap::NoopTap),
         };
         let gateway = rt.block_on(chaperone_proxy::Gateway::bind(config, authenticator, tap))?;
         let addr = gateway.local_addr();

@@ -13,12 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use chaperone_mysql::protocol::command::COM_QUIT;
+use chaperone_mysql::protocol::{CapabilityFlags, Packet};
+use chaperone_mysql::upstream::UpstreamRequest;
 use chaperone_proxy::config::{TargetConfig, UpstreamTls, UpstreamTlsMode};
 use chaperone_proxy::identity::dev_issuer::{self, DevKey, MintRequest};
 use chaperone_proxy::identity::GatewayAuthenticator;
-use chaperone_proxy::protocol::command::COM_QUIT;
-use chaperone_proxy::protocol::{CapabilityFlags, Packet};
-use chaperone_proxy::upstream::{Target, UpstreamRequest};
 use futures::SinkExt;
 use tokio_util::sync::CancellationToken;
 
@@ -82,7 +82,7 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
 
     let dir = std::env::temp_dir().join(format!("chaperone-bench-identity-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let (cert, key) = chaperone_proxy::tls::generate_self_signed()?;
+    let (cert, key) = chaperone_mysql::tls::generate_self_signed()?;
     let ca = dir.join("cert.pem");
     std::fs::write(&ca, cert)?;
     std::fs::write(dir.join("key.pem"), key)?;
@@ -144,7 +144,7 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
     );
 
     // --- login throughput -----------------------------------------------------
-    let tap = Arc::new(chaperone_proxy::tap::NoopTap);
+    let tap = Arc::new(chaperone_schemas::tap::NoopTap);
     let gateway = chaperone_proxy::Gateway::bind(config, auth.clone(), tap).await?;
     let addr = gateway.local_addr();
     tokio::spawn(gateway.run(stop.clone()));
@@ -162,9 +162,8 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
         ));
     }
     for (name, user, password) in kinds {
-        let target = Arc::new(Target::from_config(
-            "gateway",
-            &TargetConfig {
+        let target = Arc::new(
+            TargetConfig {
                 address: addr.to_string(),
                 user,
                 password: chaperone_proxy::config::SecretSource {
@@ -178,8 +177,9 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
                     server_name: Some("localhost".into()),
                 },
                 users: BTreeMap::new(),
-            },
-        )?);
+            }
+            .resolve("gateway")?,
+        );
         let count = Arc::new(AtomicU64::new(0));
         let deadline = Instant::now() + Duration::from_secs(opts.seconds);
         let started = Instant::now();

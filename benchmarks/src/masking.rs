@@ -1,5 +1,5 @@
 //! The masking benchmark: rows masked per second on one core, with
-//! `chaperone_proxy::masking` exactly as the gateway calls it per packet
+//! `chaperone_masking` exactly as the gateway calls it per packet
 //! (column definitions, then rows: parse, detect, apply, re-encode).
 //!
 //! Cases: sysbench-shaped rows (id, k, c CHAR(120), pad CHAR(60)) with
@@ -15,9 +15,9 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use chaperone_proxy::masking::{Masking, MaskingConfig, ResponseMasker};
-use chaperone_proxy::protocol::exchange::PacketKind;
-use chaperone_proxy::protocol::lenenc::{put_lenenc_int, put_lenenc_str};
+use chaperone_masking::{Masking, MaskingConfig, ResponseMasker};
+use chaperone_mysql::protocol::exchange::PacketKind;
+use chaperone_mysql::protocol::lenenc::{put_lenenc_int, put_lenenc_str};
 use clap::Args;
 
 use crate::table::Table;

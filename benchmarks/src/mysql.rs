@@ -1,18 +1,18 @@
 //! A minimal MySQL client for the benchmarks' own statements (creating the
 //! database, raising `max_connections`) and for idle connections. It is the
-//! gateway's own client side ([`chaperone_proxy::upstream::Target`] logs in,
+//! gateway's own client side ([`chaperone_mysql::upstream::Target`] logs in,
 //! [`Exchange`] reads responses), so no second implementation of the protocol.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use chaperone_proxy::config::{SecretSource, TargetConfig};
-use chaperone_proxy::protocol::command::COM_QUERY;
-use chaperone_proxy::protocol::exchange::Exchange;
-use chaperone_proxy::protocol::{CapabilityFlags, Packet, PacketCodec};
-use chaperone_proxy::stream::Stream;
-use chaperone_proxy::upstream::{Target, UpstreamRequest};
+use chaperone_config::{SecretSource, TargetConfig};
+use chaperone_mysql::protocol::command::COM_QUERY;
+use chaperone_mysql::protocol::exchange::Exchange;
+use chaperone_mysql::protocol::{CapabilityFlags, Packet, PacketCodec};
+use chaperone_mysql::stream::Stream;
+use chaperone_mysql::upstream::{Target, UpstreamRequest};
 use futures::{SinkExt, StreamExt};
 use tokio_util::codec::Framed;
 
@@ -44,7 +44,7 @@ impl Client {
             users: BTreeMap::new(),
         };
         Ok(Client {
-            target: Target::from_config("benchmark", &config)?,
+            target: config.resolve("benchmark")?,
             attrs: BTreeMap::from([(
                 "program_name".to_string(),
                 "chaperone-benchmarks".to_string(),

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use chaperone_proxy::guardrails::config::PolicyConfig;
 use chaperone_proxy::guardrails::policy::{text_hazard, Context, Policy};
-use chaperone_proxy::sql::{self, AnalysisCache};
+use chaperone_sql::{self as sql, AnalysisCache};
 use clap::Args;
 
 use crate::table::Table;

@@ -172,9 +172,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                         }
                         _ => None,
                     };
-                    let tap: Arc<dyn chaperone_proxy::tap::Tap> = match &recording {
+                    let tap: Arc<dyn chaperone_schemas::tap::Tap> = match &recording {
                         Some((recorder, _)) => recorder.clone(),
-                        None => Arc::new(chaperone_proxy::tap::NoopTap),
+                        None => Arc::new(chaperone_schemas::tap::NoopTap),
                     };
                     let gateway =
                         chaperone_proxy::Gateway::bind(config, authenticator, tap).await?;

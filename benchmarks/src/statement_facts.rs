@@ -1,8 +1,8 @@
 //! The statement-facts benchmark: what the gateway's SQL analysis (digest,
 //! class, tables) and result hash cost per statement, on one core.
 //!
-//! Measured in this process, single-threaded, with `chaperone_proxy::sql` and
-//! `chaperone_proxy::protocol::result_hash` exactly as the gateway calls them:
+//! Measured in this process, single-threaded, with `chaperone_sql` and
+//! `chaperone_mysql::protocol::result_hash` exactly as the gateway calls them:
 //! - cold analysis (tokenize + normalise + parse + walk) of typical statements;
 //! - a cache hit (the OLTP case: the same prepared or ORM-generated text again);
 //! - a stream of text-protocol statements whose literals all differ (every one a
@@ -12,8 +12,8 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use chaperone_proxy::protocol::result_hash::ResultHash;
-use chaperone_proxy::sql::{self, AnalysisCache};
+use chaperone_mysql::protocol::result_hash::ResultHash;
+use chaperone_sql::{self as sql, AnalysisCache};
 use clap::Args;
 
 use crate::table::Table;
@@ -75,7 +75,7 @@ fn ns(d: Duration) -> String {
 pub fn run(options: Options) -> anyhow::Result<()> {
     let min = Duration::from_secs_f64(options.seconds);
     println!(
-        "Statement facts, single thread (chaperone_proxy::sql), {} s per case\n",
+        "Statement facts, single thread (chaperone_sql), {} s per case\n",
         options.seconds
     );
     let mut table = Table::new([

@@ -2,7 +2,7 @@
 //! beyond the configured maximum, and what decodes re-encodes to the same bytes.
 #![no_main]
 use bytes::BytesMut;
-use chaperone_proxy::protocol::packet::{encode_packet, PacketCodec};
+use chaperone_mysql::protocol::packet::{encode_packet, PacketCodec};
 use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::Decoder;
 

@@ -1,7 +1,7 @@
 //! A malicious or broken server: arbitrary packets fed to the response state
 //! machine for each command kind, never a panic.
 #![no_main]
-use chaperone_proxy::protocol::exchange::Exchange;
+use chaperone_mysql::protocol::exchange::Exchange;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,7 +1,7 @@
 //! Arbitrary COM_STMT_EXECUTE payloads against a prepared statement with a
 //! fuzzer-chosen parameter count and long-data flags.
 #![no_main]
-use chaperone_proxy::protocol::execute::{parse, PreparedStatement};
+use chaperone_mysql::protocol::execute::{parse, PreparedStatement};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 pub use rewrite::{ColumnPlan, ResponseMasker};
 pub use rules::{Masking, MaskingConfig, Policy, Rule};
 
-use crate::sql::lineage::{lineage, SourceColumn, StatementLineage};
+use chaperone_sql::lineage::{lineage, SourceColumn, StatementLineage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaskingError {

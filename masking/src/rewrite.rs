@@ -16,11 +16,11 @@ use std::sync::Arc;
 
 use super::rules::{Policy, Rule};
 use super::strategies::{apply, partial, Shape, Strategy, ValueKind};
-use crate::protocol::column::ColumnDef;
-use crate::protocol::exchange::PacketKind;
-use crate::protocol::lenenc::{put_lenenc_str, Reader};
-use crate::protocol::response::ErrInfo;
-use crate::protocol::Malformed;
+use chaperone_mysql::protocol::column::ColumnDef;
+use chaperone_mysql::protocol::exchange::PacketKind;
+use chaperone_mysql::protocol::lenenc::{put_lenenc_str, Reader};
+use chaperone_mysql::protocol::response::ErrInfo;
+use chaperone_mysql::protocol::Malformed;
 
 /// What happens to one column's values.
 #[derive(Debug, Clone)]
@@ -504,7 +504,7 @@ fn encode_date(t: u8, text: &[u8]) -> Option<Vec<u8>> {
 mod tests {
     use super::super::rules::{Masking, MaskingConfig};
     use super::*;
-    use crate::protocol::lenenc::put_lenenc_int;
+    use chaperone_mysql::protocol::lenenc::put_lenenc_int;
 
     fn policy() -> Arc<Policy> {
         let config: MaskingConfig = toml::from_str(

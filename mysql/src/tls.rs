@@ -7,8 +7,6 @@ use std::sync::Arc;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::config::{TlsConfig, UpstreamTls, UpstreamTlsMode};
-
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {path}: {source}")]
@@ -78,21 +76,29 @@ pub fn generate_self_signed() -> Result<(String, String), TlsError> {
     Ok((cert.cert.pem(), cert.signing_key.serialize_pem()))
 }
 
+/// Where the client-facing listener's certificate comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum ServerCertificate<'a> {
+    /// PEM files: the certificate chain and its private key.
+    Files { cert: &'a Path, key: &'a Path },
+    /// A self-signed certificate generated at start (development only).
+    SelfSigned,
+}
+
 /// The acceptor for clients that send an SSLRequest.
-pub fn server_acceptor(config: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
-    let (certs, key) = if config.self_signed && config.cert.is_none() {
-        let (cert_pem, key_pem) = generate_self_signed()?;
-        let certs = rustls_pemfile::certs(&mut cert_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| TlsError::Generate(e.to_string()))?;
-        let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
-            .map_err(|e| TlsError::Generate(e.to_string()))?
-            .ok_or_else(|| TlsError::Generate("no key".into()))?;
-        (certs, key)
-    } else {
-        let cert = config.cert.as_deref().expect("validated: cert is set");
-        let key = config.key.as_deref().expect("validated: key is set");
-        (load_certs(cert)?, load_key(key)?)
+pub fn server_acceptor(certificate: ServerCertificate<'_>) -> Result<TlsAcceptor, TlsError> {
+    let (certs, key) = match certificate {
+        ServerCertificate::SelfSigned => {
+            let (cert_pem, key_pem) = generate_self_signed()?;
+            let certs = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| TlsError::Generate(e.to_string()))?;
+            let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+                .map_err(|e| TlsError::Generate(e.to_string()))?
+                .ok_or_else(|| TlsError::Generate("no key".into()))?;
+            (certs, key)
+        }
+        ServerCertificate::Files { cert, key } => (load_certs(cert)?, load_key(key)?),
     };
     let server = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
@@ -101,16 +107,17 @@ pub fn server_acceptor(config: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(Arc::new(server)))
 }
 
-/// The connector and server name for a target with upstream TLS, or None.
+/// A TLS connector to a database and the name its certificate must carry.
+pub type UpstreamConnector = (TlsConnector, ServerName<'static>);
+
+/// The connector and server name for a target whose certificate is verified
+/// against the CA in `ca` (PEM), for `server_name` or else the host of `address`.
 pub fn upstream_connector(
-    tls: &UpstreamTls,
+    ca: &Path,
+    server_name: Option<&str>,
     address: &str,
-) -> Result<Option<(TlsConnector, ServerName<'static>)>, TlsError> {
-    if tls.mode == UpstreamTlsMode::Disabled {
-        return Ok(None);
-    }
+) -> Result<UpstreamConnector, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
-    let ca = tls.ca.as_deref().expect("validated: ca is set");
     for cert in load_certs(ca)? {
         roots.add(cert)?;
     }
@@ -118,13 +125,13 @@ pub fn upstream_connector(
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let host = match &tls.server_name {
-        Some(name) => name.clone(),
+    let host = match server_name {
+        Some(name) => name.to_string(),
         None => address
             .rsplit_once(':')
             .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
             .unwrap_or_else(|| address.to_string()),
     };
     let name = ServerName::try_from(host.clone()).map_err(|_| TlsError::ServerName(host))?;
-    Ok(Some((TlsConnector::from(Arc::new(client)), name)))
+    Ok((TlsConnector::from(Arc::new(client)), name))
 }

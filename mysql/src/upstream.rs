@@ -10,7 +10,6 @@ use mysql_common::packets::AuthPlugin;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
-use crate::config::{ConfigError, Secret, TargetConfig};
 use crate::protocol::handshake::{
     ServerGreeting, UpstreamHello, AUTH_MORE_DATA_HEADER, AUTH_SWITCH_HEADER,
 };
@@ -18,10 +17,12 @@ use crate::protocol::response::{ErrInfo, ERR_HEADER, OK_HEADER};
 use crate::protocol::{
     CapabilityFlags, Malformed, MariadbCapabilities, Packet, PacketCodec, PacketError,
 };
+use crate::secret::Secret;
 use crate::stream::Stream;
-use crate::tls::{upstream_connector, TlsError};
+use crate::tls::UpstreamConnector;
 
-/// A target database, resolved from the config (its password read).
+/// A target database, resolved from the config (its passwords read, its TLS
+/// connector built): `chaperone_config::TargetConfig::resolve`.
 pub struct Target {
     pub name: String,
     pub address: String,
@@ -30,10 +31,7 @@ pub struct Target {
     /// More users the gateway may log in as, chosen per role.
     users: BTreeMap<String, Secret>,
     pub allow_local_infile: bool,
-    tls: Option<(
-        tokio_rustls::TlsConnector,
-        rustls::pki_types::ServerName<'static>,
-    )>,
+    tls: Option<UpstreamConnector>,
 }
 
 impl std::fmt::Debug for Target {
@@ -47,39 +45,27 @@ impl std::fmt::Debug for Target {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum TargetError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("targets.{target}.tls: {source}")]
-    Tls { target: String, source: TlsError },
-}
-
 impl Target {
-    pub fn from_config(name: &str, config: &TargetConfig) -> Result<Self, TargetError> {
-        Ok(Target {
-            name: name.to_string(),
-            address: config.address.clone(),
-            user: config.user.clone(),
-            password: config.password.resolve(&format!("targets.{name}"))?,
-            users: config
-                .users
-                .iter()
-                .map(|(u, secret)| {
-                    Ok((
-                        u.clone(),
-                        secret.resolve(&format!("targets.{name}.users.{u}"))?,
-                    ))
-                })
-                .collect::<Result<_, ConfigError>>()?,
-            allow_local_infile: config.allow_local_infile,
-            tls: upstream_connector(&config.tls, &config.address).map_err(|source| {
-                TargetError::Tls {
-                    target: name.to_string(),
-                    source,
-                }
-            })?,
-        })
+    /// A target the gateway logs in to as `user` (or one of `users`, chosen
+    /// per role), over `tls` when set.
+    pub fn new(
+        name: String,
+        address: String,
+        user: String,
+        password: Secret,
+        users: BTreeMap<String, Secret>,
+        allow_local_infile: bool,
+        tls: Option<UpstreamConnector>,
+    ) -> Self {
+        Target {
+            name,
+            address,
+            user,
+            password,
+            users,
+            allow_local_infile,
+            tls,
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use chaperone_schemas::Identity;
 
 use crate::config::{Config, ConfigError, Secret};
-use crate::protocol::handshake::{
+use chaperone_mysql::protocol::handshake::{
     CACHING_SHA2_PASSWORD, CLEAR_PASSWORD, NATIVE_PASSWORD, SCRAMBLE_LEN,
 };
 

@@ -5,36 +5,16 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::policy_source::PolicySource;
 
-/// Errors while loading or checking the configuration.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("invalid config: {0}")]
-    Parse(#[from] toml::de::Error),
-    #[error("invalid config: {0}")]
-    Invalid(String),
-    #[error("cannot read the policy file {location}: {message}")]
-    PolicySource { location: String, message: String },
-    #[error("secret {what}: environment variable {var} is not set")]
-    MissingEnv { what: String, var: String },
-    #[error("secret {what}: cannot read {path}: {source}")]
-    SecretFile {
-        what: String,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
+pub use chaperone_config::{
+    ConfigError, Secret, SecretSource, TargetConfig, TlsConfig, UpstreamTls, UpstreamTlsMode,
+};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,7 +54,7 @@ pub struct Config {
     pub ui: Option<toml::Table>,
     /// `[masking]`: what each role may not see (docs/masking.md).
     #[serde(default)]
-    pub masking: crate::masking::MaskingConfig,
+    pub masking: chaperone_masking::MaskingConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -126,66 +106,6 @@ pub struct GatewayConfig {
     pub policy_file_options: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM certificate chain for the client-facing listener.
-    #[serde(default)]
-    pub cert: Option<PathBuf>,
-    /// PEM private key for `cert`.
-    #[serde(default)]
-    pub key: Option<PathBuf>,
-    /// Generate a self-signed certificate at start (development only).
-    #[serde(default)]
-    pub self_signed: bool,
-    /// Refuse clients that do not upgrade to TLS.
-    #[serde(default)]
-    pub require: bool,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TargetConfig {
-    /// `host:port` of the MySQL / MariaDB server.
-    pub address: String,
-    /// The database user the gateway logs in as. Clients never see it.
-    pub user: String,
-    #[serde(flatten)]
-    pub password: SecretSource,
-    /// Let clients use LOAD DATA LOCAL INFILE on this target (off by default).
-    #[serde(default)]
-    pub allow_local_infile: bool,
-    #[serde(default)]
-    pub tls: UpstreamTls,
-    /// More database users the gateway may log in as on this target, chosen by
-    /// role (`[roles.R.targets.T] upstream_user`): `[targets.T.users.NAME]` with
-    /// `password_env` / `password_file` / `password`.
-    #[serde(default)]
-    pub users: BTreeMap<String, SecretSource>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamTls {
-    /// `disabled` (default), or `verify` (TLS with the server's certificate
-    /// checked against `ca` and `server_name`).
-    #[serde(default)]
-    pub mode: UpstreamTlsMode,
-    #[serde(default)]
-    pub ca: Option<PathBuf>,
-    /// The name to verify the certificate for (default: the address's host).
-    #[serde(default)]
-    pub server_name: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UpstreamTlsMode {
-    #[default]
-    Disabled,
-    Verify,
-}
-
 /// A user declared in the gateway's config (the workload-identity issue adds OIDC).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -201,89 +121,6 @@ pub struct UserConfig {
     /// Default: none (the session is recorded, not guarded).
     #[serde(default)]
     pub policy: Option<String>,
-}
-
-/// Where a secret comes from: the environment (preferred), a file, or inline.
-#[derive(Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecretSource {
-    #[serde(default)]
-    pub password_env: Option<String>,
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    /// Inline secrets are for tests and demos; prefer `password_env`.
-    #[serde(default)]
-    pub password: Option<String>,
-}
-
-impl std::fmt::Debug for SecretSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SecretSource")
-            .field("password_env", &self.password_env)
-            .field("password_file", &self.password_file)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
-}
-
-/// A secret value. Its `Debug` never prints it.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(Vec<u8>);
-
-impl Secret {
-    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
-        Secret(bytes.into())
-    }
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-impl SecretSource {
-    /// Resolves the secret. `what` names it in errors (never its value).
-    pub fn resolve(&self, what: &str) -> Result<Secret, ConfigError> {
-        let set = [
-            self.password_env.is_some(),
-            self.password_file.is_some(),
-            self.password.is_some(),
-        ]
-        .iter()
-        .filter(|b| **b)
-        .count();
-        if set != 1 {
-            return Err(ConfigError::Invalid(format!(
-                "{what}: set exactly one of password_env, password_file, password"
-            )));
-        }
-        if let Some(var) = &self.password_env {
-            return std::env::var(var)
-                .map(|v| Secret::new(v.into_bytes()))
-                .map_err(|_| ConfigError::MissingEnv {
-                    what: what.to_string(),
-                    var: var.clone(),
-                });
-        }
-        if let Some(path) = &self.password_file {
-            let mut bytes = std::fs::read(path).map_err(|source| ConfigError::SecretFile {
-                what: what.to_string(),
-                path: path.clone(),
-                source,
-            })?;
-            while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                bytes.pop();
-            }
-            return Ok(Secret::new(bytes));
-        }
-        Ok(Secret::new(
-            self.password.clone().unwrap_or_default().into_bytes(),
-        ))
-    }
 }
 
 fn default_gateway_id() -> String {
@@ -311,7 +148,7 @@ fn default_log_format() -> String {
     "text".to_string()
 }
 fn default_user_plugin() -> String {
-    crate::protocol::handshake::CACHING_SHA2_PASSWORD.to_string()
+    chaperone_mysql::protocol::handshake::CACHING_SHA2_PASSWORD.to_string()
 }
 
 /// The sections a `[gateway] policy_file` may hold: those a reload applies.
@@ -379,7 +216,7 @@ impl Config {
                     user.target, user.target
                 ));
             }
-            use crate::protocol::handshake::{CACHING_SHA2_PASSWORD, NATIVE_PASSWORD};
+            use chaperone_mysql::protocol::handshake::{CACHING_SHA2_PASSWORD, NATIVE_PASSWORD};
             if user.plugin != NATIVE_PASSWORD && user.plugin != CACHING_SHA2_PASSWORD {
                 return invalid(format!(
                     "users.{name}.plugin = \"{}\": use \"{NATIVE_PASSWORD}\" or \"{CACHING_SHA2_PASSWORD}\"",

@@ -33,8 +33,8 @@ use crate::config::{Config, ConfigError};
 use crate::guardrails::policy::Policy;
 use crate::identity::roles::Roles;
 use crate::identity::WorkloadIdentity;
-use crate::masking::Masking;
-use crate::tap::Tap;
+use chaperone_masking::Masking;
+use chaperone_schemas::tap::Tap;
 
 /// The top-level config sections a reload applies to running sessions.
 pub const RELOADABLE_SECTIONS: [&str; 3] = ["roles", "policies", "masking"];
@@ -93,7 +93,7 @@ impl PolicySet {
     }
 
     /// The masking policy of a role (None: nothing is masked).
-    pub fn masking(&self, role: Option<&str>) -> Option<Arc<crate::masking::Policy>> {
+    pub fn masking(&self, role: Option<&str>) -> Option<Arc<chaperone_masking::Policy>> {
         self.masking.policy(role)
     }
 }

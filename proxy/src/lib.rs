@@ -7,30 +7,27 @@
 //!
 //! - [`server`]: listener, connection limit, shutdown;
 //! - [`session`]: one connection, from greeting to goodbye;
-//! - [`protocol`]: the wire format;
 //! - [`auth`]: who the client is; [`identity`]: workload identity (OIDC tokens,
-//!   roles, just-in-time credentials); [`upstream`]: the gateway's own database login;
+//!   roles, just-in-time credentials);
+//! - [`guardrails`]: policies, approvals, just-in-time access;
 //! - [`control`]: roles, policies and masking rules reloaded while running;
-//! - [`tap`], [`metrics`], [`tls`], [`config`].
+//! - [`metrics`], [`config`].
+//!
+//! The wire protocol and the upstream client are `chaperone_mysql`, SQL analysis
+//! `chaperone_sql`, masking `chaperone_masking`, the tap contract
+//! `chaperone_schemas::tap`.
 
 pub mod auth;
 pub mod config;
 pub mod control;
 pub mod guardrails;
 pub mod identity;
-pub mod masking;
 pub mod metrics;
 pub mod policy_source;
-pub mod protocol;
 pub mod registry;
 pub mod s3;
 pub mod server;
 pub mod session;
-pub mod sql;
-pub mod stream;
-pub mod tap;
-pub mod tls;
-pub mod upstream;
 
 pub use config::Config;
 pub use server::{Gateway, StartError};

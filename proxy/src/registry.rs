@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::sql::{Analysis, Features};
+use chaperone_sql::{Analysis, Features};
 
 /// What KILL needs to know about a live session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,7 +141,7 @@ pub fn find_kill(sql: &[u8], analysis: &Analysis) -> KillInText {
 /// Does the word KILL (case-insensitive, not part of a longer name) appear
 /// anywhere in the bytes, strings and comments included?
 fn mentions_kill(sql: &[u8]) -> bool {
-    let ident = |b: Option<&u8>| b.is_some_and(|b| crate::sql::lexer::is_ident_byte(*b));
+    let ident = |b: Option<&u8>| b.is_some_and(|b| chaperone_sql::lexer::is_ident_byte(*b));
     sql.windows(4).enumerate().any(|(i, w)| {
         w.eq_ignore_ascii_case(b"kill")
             && !ident(i.checked_sub(1).and_then(|j| sql.get(j)))
@@ -226,7 +226,7 @@ mod tests {
     }
 
     fn find(sql: &str) -> KillInText {
-        find_kill(sql.as_bytes(), &crate::sql::analyze(sql))
+        find_kill(sql.as_bytes(), &chaperone_sql::analyze(sql))
     }
 
     #[test]

@@ -17,12 +17,12 @@ use tracing::{info, warn};
 use crate::auth::{Authenticator, LoginContext};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::protocol::handshake::ServerGreeting;
-use crate::protocol::response::{codes, ErrInfo};
-use crate::protocol::{CapabilityFlags, MariadbCapabilities, Packet};
 use crate::registry::Registry;
-use crate::tap::Tap;
-use crate::upstream::{Target, UpstreamRequest};
+use chaperone_mysql::protocol::handshake::ServerGreeting;
+use chaperone_mysql::protocol::response::{codes, ErrInfo};
+use chaperone_mysql::protocol::{CapabilityFlags, MariadbCapabilities, Packet};
+use chaperone_mysql::upstream::{Target, UpstreamRequest};
+use chaperone_schemas::tap::Tap;
 
 /// Errors that stop the gateway from starting.
 #[derive(Debug, thiserror::Error)]
@@ -30,9 +30,9 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
-    Target(#[from] crate::upstream::TargetError),
+    Target(#[from] chaperone_config::TargetError),
     #[error("TLS: {0}")]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] chaperone_mysql::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -130,10 +130,10 @@ impl Gateway {
         config.validate()?;
         let mut targets = BTreeMap::new();
         for (name, t) in &config.targets {
-            targets.insert(name.clone(), Target::from_config(name, t)?);
+            targets.insert(name.clone(), t.resolve(name)?);
         }
         let tls = match &config.tls {
-            Some(t) => Some(crate::tls::server_acceptor(t)?),
+            Some(t) => Some(t.acceptor()?),
             None => None,
         };
         let listener = TcpListener::bind(config.gateway.listen)
@@ -262,8 +262,10 @@ impl Gateway {
 
 async fn refuse_connection(tcp: tokio::net::TcpStream, max_packet: usize) {
     use futures::SinkExt;
-    let mut conn =
-        tokio_util::codec::Framed::new(tcp, crate::protocol::PacketCodec::new(max_packet));
+    let mut conn = tokio_util::codec::Framed::new(
+        tcp,
+        chaperone_mysql::protocol::PacketCodec::new(max_packet),
+    );
     let err = ErrInfo::new(codes::TOO_MANY_CONNECTIONS, "08004", "Too many connections");
     let _ = tokio::time::timeout(
         Duration::from_secs(2),
@@ -294,7 +296,10 @@ async fn probe_targets(shared: &Arc<Shared>) {
                 shared.observe_server(&upstream.greeting);
                 let _ = upstream
                     .conn
-                    .send(Packet::new(0, vec![crate::protocol::command::COM_QUIT]))
+                    .send(Packet::new(
+                        0,
+                        vec![chaperone_mysql::protocol::command::COM_QUIT],
+                    ))
                     .await;
             }
             Err(e) => {

@@ -9,11 +9,11 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use chaperone_mysql::protocol::command::*;
+use chaperone_mysql::protocol::handshake::{Greeting, ServerGreeting};
+use chaperone_mysql::protocol::response::{encode_ok, ErrInfo, OkInfo, ERR_HEADER};
+use chaperone_mysql::protocol::{CapabilityFlags, Packet, PacketCodec};
 use chaperone_proxy::config::TargetConfig;
-use chaperone_proxy::protocol::command::*;
-use chaperone_proxy::protocol::handshake::{Greeting, ServerGreeting};
-use chaperone_proxy::protocol::response::{encode_ok, ErrInfo, OkInfo, ERR_HEADER};
-use chaperone_proxy::protocol::{CapabilityFlags, Packet, PacketCodec};
 use chaperone_proxy::Config;
 use futures::{SinkExt, StreamExt};
 use support::*;
@@ -73,7 +73,7 @@ async fn others_unaffected(gw: &TestGateway) {
 
 fn packet(seq: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = bytes::BytesMut::new();
-    chaperone_proxy::protocol::packet::encode_packet(seq, payload, &mut out);
+    chaperone_mysql::protocol::packet::encode_packet(seq, payload, &mut out);
     out.to_vec()
 }
 
@@ -343,7 +343,7 @@ fn with_target(config: &mut Config, name: &str, address: String) {
 async fn malformed_packets_from_the_upstream() {
     let mut coldef = Vec::new();
     for part in ["def", "", "", "", "a", ""] {
-        chaperone_proxy::protocol::lenenc::put_lenenc_str(&mut coldef, part.as_bytes());
+        chaperone_mysql::protocol::lenenc::put_lenenc_str(&mut coldef, part.as_bytes());
     }
     coldef.extend_from_slice(&[0x0C, 45, 0, 10, 0, 0, 0, 253, 0, 0, 0, 0, 0]);
     let eof = [0xFE, 0, 0, 2, 0];

@@ -695,17 +695,17 @@ async fn bypass_attempts_are_denied_or_held_and_application_sql_passes() {
     let mut c = SqlClient::via(g.gw.addr, "guarded", PASSWORD, Some(&db.name))
         .await
         .unwrap();
-    let mut p = vec![chaperone_proxy::protocol::command::COM_FIELD_LIST];
+    let mut p = vec![chaperone_mysql::protocol::command::COM_FIELD_LIST];
     p.extend_from_slice(b"secrets\0");
     let reply = c.command(p).await.unwrap();
     assert_eq!(reply.error().map(|e| e.code), Some(1290), "{reply:?}");
-    let mut p = vec![chaperone_proxy::protocol::command::COM_FIELD_LIST];
+    let mut p = vec![chaperone_mysql::protocol::command::COM_FIELD_LIST];
     p.extend_from_slice(b"orders\0");
     assert!(c.command(p).await.unwrap().error().is_none());
     // COM_SET_OPTION turns multi-statements on mid-session: still judged one by one.
     let reply = c
         .command(vec![
-            chaperone_proxy::protocol::command::COM_SET_OPTION,
+            chaperone_mysql::protocol::command::COM_SET_OPTION,
             0,
             0,
         ])

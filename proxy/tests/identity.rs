@@ -13,16 +13,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use chaperone_proxy::config::{UpstreamTls, UpstreamTlsMode};
+use chaperone_mysql::protocol::handshake::{ServerGreeting, UpstreamHello};
+use chaperone_mysql::protocol::response::{ErrInfo, ERR_HEADER, OK_HEADER};
+use chaperone_mysql::protocol::{CapabilityFlags, Packet, PacketCodec};
+use chaperone_mysql::stream::Stream;
 use chaperone_proxy::identity::config::{ApiConfig, IssuerConfig, RoleConfig, RoleTarget};
 use chaperone_proxy::identity::dev_issuer::{self, DevIssuer, DevKey, MintRequest};
 use chaperone_proxy::identity::GatewayAuthenticator;
-use chaperone_proxy::protocol::handshake::{ServerGreeting, UpstreamHello};
-use chaperone_proxy::protocol::response::{ErrInfo, ERR_HEADER, OK_HEADER};
-use chaperone_proxy::protocol::{CapabilityFlags, Packet, PacketCodec};
-use chaperone_proxy::stream::Stream;
-use chaperone_proxy::tap::MemoryTap;
 use chaperone_proxy::{Config, Gateway};
+use chaperone_schemas::tap::MemoryTap;
 use chaperone_schemas::{AuthMethod, SessionStart, TapEvent};
 use futures::{SinkExt, StreamExt};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -363,7 +362,7 @@ impl Gw {
     async fn start(adjust: impl FnOnce(&mut Config)) -> Gw {
         log_buf();
         let dir = TempDir::new("chp-id-gw");
-        let (cert, key) = chaperone_proxy::tls::generate_self_signed().unwrap();
+        let (cert, key) = chaperone_mysql::tls::generate_self_signed().unwrap();
         let ca_file = dir.path().join("cert.pem");
         let key_path = dir.path().join("key.pem");
         std::fs::write(&ca_file, cert).unwrap();
@@ -536,14 +535,9 @@ async fn token_login_to(
         .encode_ssl_request();
         conn.send(Packet::new(seq, ssl)).await.unwrap();
         seq += 1;
-        let tls = UpstreamTls {
-            mode: UpstreamTlsMode::Verify,
-            ca: Some(ca.to_path_buf()),
-            server_name: Some("localhost".into()),
-        };
-        let (connector, name) = chaperone_proxy::tls::upstream_connector(&tls, &addr.to_string())
-            .unwrap()
-            .unwrap();
+        let (connector, name) =
+            chaperone_mysql::tls::upstream_connector(ca, Some("localhost"), &addr.to_string())
+                .unwrap();
         let Stream::Plain(tcp) = conn.into_parts().io else {
             unreachable!()
         };

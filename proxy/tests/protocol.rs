@@ -1,5 +1,5 @@
 //! Protocol paths through the gateway that the drivers do not reach on their own,
-//! driven by a client written with `chaperone_proxy::protocol`: server-side
+//! driven by a client written with `chaperone_mysql::protocol`: server-side
 //! cursors (COM_STMT_EXECUTE with CURSOR_TYPE_READ_ONLY, then COM_STMT_FETCH),
 //! unknown and replication commands, the caching_sha2_password fast path and full
 //! authentication over TLS, mysql_native_password, and what the tap records.
@@ -7,13 +7,13 @@
 mod support;
 
 use bytes::Bytes;
-use chaperone_proxy::protocol::command::*;
-use chaperone_proxy::protocol::handshake::{ServerGreeting, UpstreamHello};
-use chaperone_proxy::protocol::response::{
+use chaperone_mysql::protocol::command::*;
+use chaperone_mysql::protocol::handshake::{ServerGreeting, UpstreamHello};
+use chaperone_mysql::protocol::response::{
     ErrInfo, ERR_HEADER, OK_HEADER, SERVER_STATUS_CURSOR_EXISTS, SERVER_STATUS_LAST_ROW_SENT,
 };
-use chaperone_proxy::protocol::{CapabilityFlags, Packet, PacketCodec};
-use chaperone_proxy::stream::Stream;
+use chaperone_mysql::protocol::{CapabilityFlags, Packet, PacketCodec};
+use chaperone_mysql::stream::Stream;
 use chaperone_schemas::{Direction, TapEvent};
 use futures::{SinkExt, StreamExt};
 use support::sql::CLIENT_CAPABILITIES;
@@ -326,7 +326,7 @@ async fn client_hello_in_the_same_segment_as_the_ssl_request() {
         // SSLRequest and the ClientHello leave in one write.
         let mut io = tokio::io::BufWriter::new(conn.into_inner());
         let mut bytes = bytes::BytesMut::new();
-        chaperone_proxy::protocol::packet::encode_packet(1, &ssl_request, &mut bytes);
+        chaperone_mysql::protocol::packet::encode_packet(1, &ssl_request, &mut bytes);
         io.write_all(&bytes).await.expect("buffered");
         let tls = within(
             secs(5),

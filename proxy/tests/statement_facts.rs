@@ -4,8 +4,8 @@
 
 mod support;
 
-use chaperone_proxy::protocol::command::{COM_QUERY, COM_STMT_EXECUTE};
-use chaperone_proxy::protocol::response::EOF_HEADER;
+use chaperone_mysql::protocol::command::{COM_QUERY, COM_STMT_EXECUTE};
+use chaperone_mysql::protocol::response::EOF_HEADER;
 use chaperone_schemas::CommandSummary;
 use sha2::{Digest, Sha256};
 use support::*;
@@ -22,7 +22,7 @@ fn summary_of(gw: &TestGateway, session: &str, sql: &str) -> CommandSummary {
 /// The result hash computed independently from the packets the client
 /// received: SHA-256 over (u32 LE length, payload) of every column-count,
 /// column-definition and row packet, in order (classic EOF protocol).
-fn expected_hash(packets: &[chaperone_proxy::protocol::Packet]) -> String {
+fn expected_hash(packets: &[chaperone_mysql::protocol::Packet]) -> String {
     let mut h = Sha256::new();
     let mut i = 0;
     while i < packets.len() {

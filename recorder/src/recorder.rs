@@ -32,10 +32,10 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-use chaperone_proxy::tap::{Tap, TapError};
 use chaperone_schemas::event::{now_ns, Direction, TapEvent};
 use chaperone_schemas::layout::{valid_gateway_id, Layout};
 use chaperone_schemas::manifest::Gap;
+use chaperone_schemas::tap::{Tap, TapError};
 
 use crate::chain::{self, ChainState};
 use crate::config::{ArchiveConfig, Durability, FailureMode};

@@ -361,7 +361,7 @@ fn interrupted_statement(s: &OpenSession, p: &PendingRequest) -> CommandSummary 
         session_id: s.start.session_id.clone(),
         command_index: p.command_index,
         started_at_ns: p.time_ns,
-        command: chaperone_proxy::protocol::command::name(p.command).to_string(),
+        command: chaperone_schemas::command::name(p.command).to_string(),
         sql: p.sql.clone(),
         verdict: Some("unknown".into()),
         verdict_reason: Some(

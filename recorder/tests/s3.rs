@@ -176,7 +176,7 @@ fn a_full_spool_fails_closed_with_a_clear_error_and_recovers() {
     assert!(accepted > 10, "some statements fit in the spool");
     assert_eq!(refused, 5, "past the limit, requests are refused");
     // The refusal says why.
-    let err = chaperone_proxy::tap::Tap::record_request(
+    let err = chaperone_schemas::tap::Tap::record_request(
         &rec,
         chaperone_schemas::TapEvent::Frame(chaperone_schemas::Frame {
             session_id: s.id.clone(),

@@ -19,12 +19,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chaperone_proxy::config::{SecretSource, TargetConfig};
-use chaperone_proxy::masking::{Masking, ResponseMasker, SessionMasking};
-use chaperone_proxy::protocol::command::*;
-use chaperone_proxy::protocol::exchange::{Exchange, PacketKind, ResponseFacts, Step};
-use chaperone_proxy::protocol::{CapabilityFlags, Packet};
-use chaperone_proxy::upstream::{Target, Upstream, UpstreamRequest};
+use chaperone_config::{SecretSource, TargetConfig};
+use chaperone_masking::{Masking, ResponseMasker, SessionMasking};
+use chaperone_mysql::protocol::command::*;
+use chaperone_mysql::protocol::exchange::{Exchange, PacketKind, ResponseFacts, Step};
+use chaperone_mysql::protocol::{CapabilityFlags, Packet};
+use chaperone_mysql::upstream::{Target, Upstream, UpstreamRequest};
 use futures::{SinkExt, StreamExt};
 use serde::Serialize;
 
@@ -80,7 +80,9 @@ impl Dsn {
             tls: Default::default(),
             users: BTreeMap::new(),
         };
-        Target::from_config("replay", &config).map_err(|e| AgainstError::Dsn(e.to_string()))
+        config
+            .resolve("replay")
+            .map_err(|e| AgainstError::Dsn(e.to_string()))
     }
 }
 
@@ -259,7 +261,7 @@ async fn recorded_client<S: SessionSource>(
     source: &S,
     statements: &[Statement],
 ) -> Result<Option<(u8, bool)>, ArchiveError> {
-    use chaperone_proxy::protocol::column::ColumnDef;
+    use chaperone_mysql::protocol::column::ColumnDef;
     /// The `binary` character set: numbers, blobs; says nothing about the client.
     const BINARY: u16 = 63;
     let mut extended = None;
@@ -286,7 +288,7 @@ async fn recorded_client<S: SessionSource>(
             }
             if ex.last_packet() == PacketKind::ColumnDef {
                 let mut r =
-                    chaperone_proxy::protocol::lenenc::Reader::new(&f.payload, "column definition");
+                    chaperone_mysql::protocol::lenenc::Reader::new(&f.payload, "column definition");
                 let plain = (0..6).all(|_| r.lenenc_str().is_ok())
                     && r.remaining().first() == Some(&0x0C)
                     && r.remaining().len() == 13;
@@ -308,7 +310,7 @@ async fn connect(
     collation: u8,
     extended_metadata: bool,
 ) -> Result<Upstream, AgainstError> {
-    use chaperone_proxy::protocol::MariadbCapabilities;
+    use chaperone_mysql::protocol::MariadbCapabilities;
     let target = dsn.target()?;
     let attrs = BTreeMap::from([("program_name".to_string(), "chaperone-replay".to_string())]);
     let req = UpstreamRequest {
@@ -338,7 +340,7 @@ async fn connect(
 /// target's database has another name than the recorded one, and column
 /// definitions carry it, so the result hash is computed as if it were the same.
 fn with_schema(coldef: &[u8], from: &str, to: &str) -> Option<Vec<u8>> {
-    use chaperone_proxy::protocol::lenenc::{put_lenenc_str, Reader};
+    use chaperone_mysql::protocol::lenenc::{put_lenenc_str, Reader};
     let mut r = Reader::new(coldef, "column definition");
     let catalog = r.lenenc_str().ok()?;
     let schema = r.lenenc_str().ok()?;

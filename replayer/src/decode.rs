@@ -3,11 +3,11 @@
 //! ([`Exchange`] says what each packet is; [`ColumnDef`] and
 //! [`read_binary_value`] read them).
 
-use chaperone_proxy::protocol::column::ColumnDef;
-use chaperone_proxy::protocol::command::COM_STMT_EXECUTE;
-use chaperone_proxy::protocol::exchange::{Exchange, PacketKind};
-use chaperone_proxy::protocol::execute::read_binary_value;
-use chaperone_proxy::protocol::lenenc::Reader;
+use chaperone_mysql::protocol::column::ColumnDef;
+use chaperone_mysql::protocol::command::COM_STMT_EXECUTE;
+use chaperone_mysql::protocol::exchange::{Exchange, PacketKind};
+use chaperone_mysql::protocol::execute::read_binary_value;
+use chaperone_mysql::protocol::lenenc::Reader;
 use serde::Serialize;
 
 use crate::model::{Direction, Frame};
@@ -122,7 +122,7 @@ fn walk(command: u8, deprecate_eof: bool, frames: &[&Frame]) -> Result<Vec<Resul
 fn text_row(
     payload: &[u8],
     columns: usize,
-) -> Result<Vec<Option<String>>, chaperone_proxy::protocol::Malformed> {
+) -> Result<Vec<Option<String>>, chaperone_mysql::protocol::Malformed> {
     let mut r = Reader::new(payload, "text row");
     (0..columns)
         .map(|_| {
@@ -138,7 +138,7 @@ const UNSIGNED_FLAG: u16 = 32;
 fn binary_row(
     payload: &[u8],
     defs: &[ColumnDef],
-) -> Result<Vec<Option<String>>, chaperone_proxy::protocol::Malformed> {
+) -> Result<Vec<Option<String>>, chaperone_mysql::protocol::Malformed> {
     let mut r = Reader::new(payload, "binary row");
     r.u8()?;
     let bitmap = r.bytes((defs.len() + 9) / 8)?.to_vec();

@@ -8,8 +8,11 @@
 //! - [`rows`]: tap events to Arrow record batches;
 //! - [`layout`]: object paths and partitions in the store;
 //! - [`manifest`]: per-segment manifests, their hash chain and signature;
-//! - [`lifecycle`]: what retention and compaction removed or replaced.
+//! - [`lifecycle`]: what retention and compaction removed or replaced;
+//! - [`tap`]: the contract between the gateway and the recorder, and [`command`]
+//!   codes and names (the recorder names commands without knowing the gateway).
 
+pub mod command;
 pub mod event;
 pub mod identity;
 pub mod layout;
@@ -17,6 +20,7 @@ pub mod lifecycle;
 pub mod manifest;
 pub mod rows;
 pub mod tables;
+pub mod tap;
 
 /// The version of the archive format written by this build; the first element of
 /// every object path.

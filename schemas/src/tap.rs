@@ -8,7 +8,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use chaperone_schemas::TapEvent;
+use crate::TapEvent;
 
 /// The tap cannot take an event; the gateway refuses the command.
 #[derive(Debug, Clone, thiserror::Error)]

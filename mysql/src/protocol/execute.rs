@@ -15,7 +15,8 @@ use super::Malformed;
 /// Cursor flags of COM_STMT_EXECUTE.
 pub const CURSOR_TYPE_NO_CURSOR: u8 = 0;
 
-/// What the gateway knows about a prepared statement.
+/// What the protocol needs to know about a prepared statement to read its
+/// executions (the gateway keeps its analysis and verdict beside it).
 #[derive(Debug, Clone, Default)]
 pub struct PreparedStatement {
     pub sql: String,
@@ -27,14 +28,6 @@ pub struct PreparedStatement {
     /// Parameters whose value arrived through COM_STMT_SEND_LONG_DATA since the
     /// last execution.
     pub long_data: Vec<bool>,
-    /// What the statement is and touches, analysed once at prepare time.
-    pub analysis: Option<std::sync::Arc<crate::sql::Analysis>>,
-    /// The current database at prepare time: the server resolves the
-    /// statement's table names then.
-    pub database: Option<String>,
-    /// Its guardrail verdict from PREPARE (row estimates still to check at
-    /// each execution, the approval it was prepared under).
-    pub guard: Option<crate::guardrails::PreparedGuard>,
 }
 
 /// A parsed COM_STMT_EXECUTE.

@@ -9,7 +9,8 @@
 //! Spec: <https://dev.mysql.com/doc/dev/mysql-server/latest/PAGE_PROTOCOL.html>
 
 pub mod column;
-pub mod command;
+/// Command codes live with the tap contract (the recorder names commands too).
+pub use chaperone_schemas::command;
 pub mod exchange;
 pub mod execute;
 pub mod handshake;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::sql::{Features, StatementClass, StatementKind};
+use chaperone_sql::{Features, StatementClass, StatementKind};
 
 /// What happens to a statement: it runs, it is refused, or it waits for approval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]

@@ -32,9 +32,9 @@ use super::policy::{self, Context, Decision, Policy, Verdict};
 use super::Guardrails;
 use crate::auth::Grant;
 use crate::control::PolicySet;
-use crate::protocol::response::{codes, ErrInfo};
-use crate::sql::{Analysis, Features, StatementKind};
-use crate::upstream::Upstream;
+use chaperone_mysql::protocol::response::{codes, ErrInfo};
+use chaperone_mysql::upstream::Upstream;
+use chaperone_sql::{Analysis, Features, StatementKind};
 
 /// MySQL's ER_OPTION_PREVENTS_STATEMENT, used for every guardrail refusal.
 pub const GUARDRAIL_ERROR: u16 = codes::REFUSED_BY_POLICY;
@@ -527,7 +527,7 @@ impl SessionGuard {
             Some((target, _)) => format!("KILL {target}"),
             None => "FLUSH TABLES".to_string(),
         };
-        let analysis = crate::sql::analyze(&sql);
+        let analysis = chaperone_sql::analyze(&sql);
         let ctx = Context {
             database: None,
             connection_id: kill_target.map_or(0, |(_, own)| own),

@@ -12,14 +12,14 @@
 
 use futures::{SinkExt, StreamExt};
 
-use crate::protocol::column::ColumnDef;
-use crate::protocol::command::COM_QUERY;
-use crate::protocol::exchange::{Exchange, Step};
-use crate::protocol::lenenc::Reader;
-use crate::protocol::response::ErrInfo;
-use crate::protocol::{CapabilityFlags, Packet};
-use crate::sql::lexer::{split_statements, Lexer, TokenKind};
-use crate::upstream::Upstream;
+use chaperone_mysql::protocol::column::ColumnDef;
+use chaperone_mysql::protocol::command::COM_QUERY;
+use chaperone_mysql::protocol::exchange::{Exchange, Step};
+use chaperone_mysql::protocol::lenenc::Reader;
+use chaperone_mysql::protocol::response::ErrInfo;
+use chaperone_mysql::protocol::{CapabilityFlags, Packet};
+use chaperone_mysql::upstream::Upstream;
+use chaperone_sql::lexer::{split_statements, Lexer, TokenKind};
 
 /// What `EXPLAIN` said.
 #[derive(Debug, Clone, PartialEq, Eq)]

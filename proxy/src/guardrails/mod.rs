@@ -4,7 +4,7 @@
 //! - [`config`] — `[policies.*]` (a role or user names one with `policy = "..."`)
 //!   and `[approvals]`;
 //! - [`policy`] — a compiled policy and its verdict (allow, deny, approve) on a
-//!   statement's facts from [`crate::sql`];
+//!   statement's facts from [`chaperone_sql`];
 //! - [`enforce`] — the per-session guard the command loop calls;
 //! - [`explain`] — row estimates with `EXPLAIN` on the session's own connection;
 //! - [`approvals`] — requests, decisions, the write-once store shared by all

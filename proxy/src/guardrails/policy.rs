@@ -21,8 +21,8 @@
 //! Evaluation only reads the cached [`Analysis`] and the policy: no allocation
 //! on the allow path beyond qualifying table names for table rules.
 
-use crate::sql::lexer::Lexer;
-use crate::sql::{Analysis, Features, StatementClass, StatementFacts, StatementKind, TableName};
+use chaperone_sql::lexer::Lexer;
+use chaperone_sql::{Analysis, Features, StatementClass, StatementFacts, StatementKind, TableName};
 
 use super::config::{Action, ApprovalMode, PolicyApprovalConfig, PolicyConfig, UnparsedAction};
 
@@ -579,7 +579,7 @@ pub fn text_hazard(sql: &[u8], no_backslash_escapes: bool) -> Option<&'static st
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sql::analyze;
+    use chaperone_sql::analyze;
 
     fn policy(toml_text: &str) -> Policy {
         let c: PolicyConfig = toml::from_str(toml_text).unwrap();

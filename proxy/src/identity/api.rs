@@ -28,7 +28,7 @@ use tracing::{info, warn};
 
 use super::jit::{JitError, JitStore};
 use super::WorkloadIdentity;
-use crate::protocol::handshake::{CACHING_SHA2_PASSWORD, NATIVE_PASSWORD};
+use chaperone_mysql::protocol::handshake::{CACHING_SHA2_PASSWORD, NATIVE_PASSWORD};
 
 /// What the API needs.
 #[derive(Clone)]

@@ -15,7 +15,9 @@ use super::roles::RoleGrant;
 use super::WorkloadIdentity;
 use crate::auth::{AuthError, Authenticator, ConfigUsers, Grant, LoginContext, Proof};
 use crate::config::{Config, ConfigError};
-use crate::protocol::handshake::{CACHING_SHA2_PASSWORD, CLEAR_PASSWORD, NATIVE_PASSWORD};
+use chaperone_mysql::protocol::handshake::{
+    CACHING_SHA2_PASSWORD, CLEAR_PASSWORD, NATIVE_PASSWORD,
+};
 
 pub struct GatewayAuthenticator {
     users: ConfigUsers,

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use super::roles::RoleGrant;
 use crate::auth::constant_time_eq;
-use crate::protocol::handshake::{CACHING_SHA2_PASSWORD, NATIVE_PASSWORD};
+use chaperone_mysql::protocol::handshake::{CACHING_SHA2_PASSWORD, NATIVE_PASSWORD};
 
 /// Every minted user name starts with this.
 pub const USER_PREFIX: &str = "jit_";

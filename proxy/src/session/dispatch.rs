@@ -10,7 +10,7 @@ impl Session {
     async fn check_statement(
         &mut self,
         bytes: &[u8],
-        analysis: &crate::sql::Analysis,
+        analysis: &chaperone_sql::Analysis,
         prepare: bool,
         summary: &mut CommandSummary,
     ) -> Result<crate::guardrails::PreparedGuard, GuardError> {
@@ -203,20 +203,20 @@ impl Session {
                     return self.refuse(summary, code, unknown_statement(id)).await;
                 };
                 summary.statement_id = id;
-                summary.sql = Some(stmt.sql.clone());
+                summary.sql = Some(stmt.wire.sql.clone());
                 if let Some(id) = id {
                     let lineage = self.masking.lineage_of(id);
                     self.response_masker = self.masking.masker(
                         true,
                         &lineage,
-                        Some(&stmt.sql),
+                        Some(&stmt.wire.sql),
                         stmt.database.as_deref(),
                     );
                 }
                 if let Some(a) = &stmt.analysis {
                     a.record_into(&mut summary, stmt.database.as_deref());
                 }
-                match execute::parse(&packet.payload, stmt) {
+                match execute::parse(&packet.payload, &mut stmt.wire) {
                     Ok(exec) => summary.params = exec.params,
                     Err(e) => {
                         self.shared.metrics.error("protocol");
@@ -240,7 +240,7 @@ impl Session {
                         self.guard
                             .check_execute(
                                 stmt.and_then(|s| s.guard.as_ref()),
-                                stmt.map_or("", |s| s.sql.as_str()),
+                                stmt.map_or("", |s| s.wire.sql.as_str()),
                                 &params,
                                 stmt.and_then(|s| s.analysis.as_deref()),
                                 stmt.and_then(|s| s.database.as_deref()),
@@ -266,7 +266,7 @@ impl Session {
                             .u16()
                             .map_err(SessionError::ClientMalformed)?
                             as usize;
-                        if let Some(flag) = stmt.long_data.get_mut(param) {
+                        if let Some(flag) = stmt.wire.long_data.get_mut(param) {
                             *flag = true;
                         }
                     }
@@ -275,7 +275,7 @@ impl Session {
                         self.masking.closed(id.expect("known"));
                     }
                     (COM_STMT_RESET, Some(stmt)) => {
-                        stmt.long_data.iter_mut().for_each(|f| *f = false);
+                        stmt.wire.long_data.iter_mut().for_each(|f| *f = false);
                     }
                     (COM_STMT_FETCH, Some(_)) => {
                         self.response_masker = id.and_then(|id| self.masking.cursor_masker(id));
@@ -354,12 +354,14 @@ impl Session {
                         self.masking.prepared_id(id);
                         self.statements.insert(
                             id,
-                            PreparedStatement {
-                                sql: summary.sql.clone().unwrap_or_default(),
-                                num_params: params,
-                                num_columns: columns,
-                                bound_types: None,
-                                long_data: vec![false; params as usize],
+                            Prepared {
+                                wire: PreparedStatement {
+                                    sql: summary.sql.clone().unwrap_or_default(),
+                                    num_params: params,
+                                    num_columns: columns,
+                                    bound_types: None,
+                                    long_data: vec![false; params as usize],
+                                },
                                 analysis: prepared.take(),
                                 database: self.database.clone(),
                                 guard: prepared_guard.take(),
@@ -711,7 +713,7 @@ pub(super) fn local_infile_refusal(database: Option<&ErrInfo>) -> String {
 }
 
 /// Strict masking refused a statement.
-pub(super) fn masking_denied(denial: crate::masking::Denial) -> ErrInfo {
+pub(super) fn masking_denied(denial: chaperone_masking::Denial) -> ErrInfo {
     ErrInfo::new(codes::REFUSED_BY_POLICY, "42000", denial.0)
 }
 

@@ -190,7 +190,7 @@ impl Session {
         );
         let ok_seq = login.seq;
         client.set_backpressure_boundary(64 * 1024);
-        let masking = crate::masking::SessionMasking::new(
+        let masking = chaperone_masking::SessionMasking::new(
             policies.masking(login.grant.identity.role.as_deref()),
         );
         let mut session = Session {
@@ -501,7 +501,7 @@ impl Session {
         self.hello = hello;
         self.grant = login.grant;
         self.guard = guard;
-        self.masking = crate::masking::SessionMasking::new(
+        self.masking = chaperone_masking::SessionMasking::new(
             policies.masking(self.grant.identity.role.as_deref()),
         );
         self.policy_generation = policy_generation;

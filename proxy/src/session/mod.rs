@@ -22,23 +22,25 @@ use tracing::{debug, info, warn, Instrument};
 use crate::auth::{AuthError, Grant, LoginContext, Proof};
 use crate::guardrails::{GuardError, SqlCommand};
 use crate::metrics::{CommandLabels, DirectionLabels};
-use crate::protocol::command::{self, *};
-use crate::protocol::exchange::{Exchange, ResponseFacts, Step};
-use crate::protocol::execute::{self, PreparedStatement};
-use crate::protocol::handshake::{
+use crate::registry::{self, KillInText, LiveSession};
+use crate::server::Shared;
+use chaperone_mysql::protocol::command::{self, *};
+use chaperone_mysql::protocol::exchange::{Exchange, ResponseFacts, Step};
+use chaperone_mysql::protocol::execute::{self, PreparedStatement};
+use chaperone_mysql::protocol::handshake::{
     self, ClientHello, Greeting, CACHING_SHA2_PASSWORD, CLEAR_PASSWORD, FAST_AUTH_SUCCESS,
     PERFORM_FULL_AUTHENTICATION, SCRAMBLE_LEN,
 };
-use crate::protocol::lenenc::Reader;
-use crate::protocol::response::{codes, encode_ok, ErrInfo, OkInfo, SERVER_STATUS_AUTOCOMMIT};
-use crate::protocol::{
+use chaperone_mysql::protocol::lenenc::Reader;
+use chaperone_mysql::protocol::response::{
+    codes, encode_ok, ErrInfo, OkInfo, SERVER_STATUS_AUTOCOMMIT,
+};
+use chaperone_mysql::protocol::{
     CapabilityFlags, Malformed, MariadbCapabilities, Packet, PacketCodec, PacketError,
 };
-use crate::registry::{self, KillInText, LiveSession};
-use crate::server::Shared;
-use crate::sql::AnalysisCache;
-use crate::stream::Stream;
-use crate::upstream::{Upstream, UpstreamError, UpstreamRequest};
+use chaperone_mysql::stream::Stream;
+use chaperone_mysql::upstream::{Upstream, UpstreamError, UpstreamRequest};
+use chaperone_sql::AnalysisCache;
 
 mod dispatch;
 mod login;
@@ -223,6 +225,20 @@ pub async fn run(
     .await
 }
 
+/// A statement prepared in this session: what the protocol needs to read its
+/// executions, and what the gateway decided about it at PREPARE.
+struct Prepared {
+    wire: PreparedStatement,
+    /// What the statement is and touches, analysed once at prepare time.
+    analysis: Option<Arc<chaperone_sql::Analysis>>,
+    /// The current database at prepare time: the server resolves the
+    /// statement's table names then.
+    database: Option<String>,
+    /// Its guardrail verdict from PREPARE (row estimates still to check at
+    /// each execution, the approval it was prepared under).
+    guard: Option<crate::guardrails::PreparedGuard>,
+}
+
 /// A session after a successful login.
 struct Session {
     shared: Arc<Shared>,
@@ -236,13 +252,13 @@ struct Session {
     grant: Grant,
     session_id: Arc<str>,
     database: Option<String>,
-    statements: HashMap<u32, PreparedStatement>,
+    statements: HashMap<u32, Prepared>,
     /// The session's guardrails: its policy, approvals (docs/guardrails.md).
     guard: crate::guardrails::SessionGuard,
     /// The role's masking policy and per-statement masking state.
-    masking: crate::masking::SessionMasking,
+    masking: chaperone_masking::SessionMasking,
     /// The masker of the response being relayed (set by `command`).
-    response_masker: Option<crate::masking::ResponseMasker>,
+    response_masker: Option<chaperone_masking::ResponseMasker>,
     /// A command the client sent while its previous one was held for
     /// approval (see [`client_gone`]): the next one to run.
     pipelined: Option<Packet>,

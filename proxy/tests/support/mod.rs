@@ -51,8 +51,8 @@ use std::time::Duration;
 use chaperone_proxy::auth::ConfigUsers;
 use chaperone_proxy::config::{SecretSource, TlsConfig, UserConfig};
 use chaperone_proxy::server::Shared;
-use chaperone_proxy::tap::MemoryTap;
 use chaperone_proxy::{Config, Gateway};
+use chaperone_schemas::tap::MemoryTap;
 use chaperone_schemas::{CommandSummary, Frame, SessionEnd, SessionStart, TapEvent};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -186,7 +186,7 @@ impl TestGateway {
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
         init_logging();
         let tls_dir = TempDir::new("chaperone-test-tls");
-        let (cert, key) = chaperone_proxy::tls::generate_self_signed().expect("dev cert");
+        let (cert, key) = chaperone_mysql::tls::generate_self_signed().expect("dev cert");
         let cert_path = tls_dir.path().join("cert.pem");
         let key_path = tls_dir.path().join("key.pem");
         std::fs::write(&cert_path, cert).expect("write cert");

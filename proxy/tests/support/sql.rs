@@ -1,8 +1,8 @@
 //! A small MySQL client for tests, built from `chaperone_proxy`'s own protocol
-//! code: it logs in with `chaperone_proxy::upstream::Target` (the gateway's
+//! code: it logs in with `chaperone_mysql::upstream::Target` (the gateway's
 //! upstream login, which speaks mysql_native_password, caching_sha2_password and
 //! TLS), sends commands, and reads responses with
-//! `chaperone_proxy::protocol::exchange::Exchange`.
+//! `chaperone_mysql::protocol::exchange::Exchange`.
 //!
 //! It talks to MariaDB directly ([`SqlClient::direct`]) or through a gateway
 //! ([`SqlClient::via`]), and gives access to the raw packets for protocol tests.
@@ -12,15 +12,15 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use chaperone_mysql::protocol::command::{COM_QUERY, COM_STMT_PREPARE};
+use chaperone_mysql::protocol::exchange::{Exchange, ResponseFacts, Step};
+use chaperone_mysql::protocol::handshake::ServerGreeting;
+use chaperone_mysql::protocol::lenenc::Reader;
+use chaperone_mysql::protocol::response::{ErrInfo, OkInfo, EOF_HEADER, ERR_HEADER, OK_HEADER};
+use chaperone_mysql::protocol::{CapabilityFlags, Packet, PacketCodec};
+use chaperone_mysql::stream::Stream;
+use chaperone_mysql::upstream::{UpstreamError, UpstreamRequest};
 use chaperone_proxy::config::{TargetConfig, UpstreamTls, UpstreamTlsMode};
-use chaperone_proxy::protocol::command::{COM_QUERY, COM_STMT_PREPARE};
-use chaperone_proxy::protocol::exchange::{Exchange, ResponseFacts, Step};
-use chaperone_proxy::protocol::handshake::ServerGreeting;
-use chaperone_proxy::protocol::lenenc::Reader;
-use chaperone_proxy::protocol::response::{ErrInfo, OkInfo, EOF_HEADER, ERR_HEADER, OK_HEADER};
-use chaperone_proxy::protocol::{CapabilityFlags, Packet, PacketCodec};
-use chaperone_proxy::stream::Stream;
-use chaperone_proxy::upstream::{Target, UpstreamError, UpstreamRequest};
 use futures::{SinkExt, StreamExt};
 use tokio_util::codec::Framed;
 
@@ -136,7 +136,8 @@ impl SqlClient {
             tls,
             users: Default::default(),
         };
-        let target = Target::from_config("test-client", &config)
+        let target = config
+            .resolve("test-client")
             .map_err(|e| ClientError::Io(e.to_string()))?;
         let attrs = BTreeMap::from([("program_name".to_string(), "chaperone-tests".to_string())]);
         let req = UpstreamRequest {
@@ -302,7 +303,7 @@ impl SqlClient {
 pub fn decode_text_results(packets: &[Packet]) -> Result<Vec<ResultSet>, String> {
     let mut out = Vec::new();
     let mut i = 0;
-    let err = |e: chaperone_proxy::protocol::Malformed| e.to_string();
+    let err = |e: chaperone_mysql::protocol::Malformed| e.to_string();
     while i < packets.len() {
         let p = &packets[i].payload;
         match p.first() {
@@ -326,7 +327,7 @@ pub fn decode_text_results(packets: &[Packet]) -> Result<Vec<ResultSet>, String>
         let mut set = ResultSet::default();
         for def in packets.get(i + 1..i + 1 + count).ok_or("short metadata")? {
             set.columns.push(
-                chaperone_proxy::protocol::column::ColumnDef::parse_name(&def.payload)
+                chaperone_mysql::protocol::column::ColumnDef::parse_name(&def.payload)
                     .map_err(err)?,
             );
         }

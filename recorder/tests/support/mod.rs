@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chaperone_proxy::tap::Tap;
 use chaperone_recorder::{ArchiveConfig, Recorder};
 use chaperone_schemas::event::{
     now_ns, CommandSummary, Direction, Frame, SessionEnd, SessionStart, TapEvent,
 };
 use chaperone_schemas::identity::Identity;
+use chaperone_schemas::tap::Tap;
 
 /// A session driven through the tap as the gateway would.
 pub struct FakeSession {

@@ -1,0 +1,71 @@
+//! Where a secret comes from: `x_env`, `x_file` or inline `x`, resolved once.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::{ConfigError, Secret};
+
+/// Where a secret comes from: the environment (preferred), a file, or inline.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Inline secrets are for tests and demos; prefer `password_env`.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretSource")
+            .field("password_env", &self.password_env)
+            .field("password_file", &self.password_file)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl SecretSource {
+    /// Resolves the secret. `what` names it in errors (never its value).
+    pub fn resolve(&self, what: &str) -> Result<Secret, ConfigError> {
+        let set = [
+            self.password_env.is_some(),
+            self.password_file.is_some(),
+            self.password.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if set != 1 {
+            return Err(ConfigError::Invalid(format!(
+                "{what}: set exactly one of password_env, password_file, password"
+            )));
+        }
+        if let Some(var) = &self.password_env {
+            return std::env::var(var)
+                .map(|v| Secret::new(v.into_bytes()))
+                .map_err(|_| ConfigError::MissingEnv {
+                    what: what.to_string(),
+                    var: var.clone(),
+                });
+        }
+        if let Some(path) = &self.password_file {
+            let mut bytes = std::fs::read(path).map_err(|source| ConfigError::SecretFile {
+                what: what.to_string(),
+                path: path.clone(),
+                source,
+            })?;
+            while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                bytes.pop();
+            }
+            return Ok(Secret::new(bytes));
+        }
+        Ok(Secret::new(
+            self.password.clone().unwrap_or_default().into_bytes(),
+        ))
+    }
+}
