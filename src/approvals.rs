@@ -1,5 +1,5 @@
 //! `chaperone approvals`: list, show and decide approval requests through a
-//! gateway's approvals API (`chaperone_proxy::guardrails::client`).
+//! gateway's approvals API (`chaperone_approvals::client`).
 
 use std::path::PathBuf;
 
@@ -64,7 +64,7 @@ enum ApprovalsCommand {
 }
 
 pub fn run(args: ApprovalsArgs) -> anyhow::Result<()> {
-    use chaperone_proxy::guardrails::client::{render_list, render_one, ApprovalsClient};
+    use chaperone_approvals::client::{render_list, render_one, ApprovalsClient};
     let client = ApprovalsClient::new(
         &args.api,
         args.token.as_deref().unwrap_or_default(),

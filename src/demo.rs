@@ -171,11 +171,11 @@ fn check_mariadb() -> anyhow::Result<()> {
 /// Plays the approver: every request the policy holds is shown, then approved
 /// after a short pause (so that the waiting client is visible in the output).
 async fn approve_held_statements(
-    approvals: std::sync::Arc<chaperone_proxy::guardrails::approvals::Approvals>,
+    approvals: std::sync::Arc<chaperone_approvals::Approvals>,
     inbox: String,
     shutdown: CancellationToken,
 ) {
-    use chaperone_proxy::guardrails::approvals::State;
+    use chaperone_approvals::State;
     while !shutdown.is_cancelled() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let pending = match approvals.list(Some(State::Pending)).await {

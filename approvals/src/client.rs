@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::approvals::{RequestView, State};
+use crate::{RequestView, State};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -143,28 +143,7 @@ fn one_line(s: &str, max: usize) -> String {
 
 /// Unix seconds as `YYYY-MM-DD hh:mm:ssZ` (the CLI's and the web inbox's times).
 pub fn time(secs: i64) -> String {
-    let d = secs.rem_euclid(86_400);
-    format!(
-        "{} {:02}:{:02}:{:02}Z",
-        date(secs.div_euclid(86_400)),
-        d / 3600,
-        d % 3600 / 60,
-        d % 60
-    )
-}
-
-/// Days since 1970-01-01 as a civil date (Howard Hinnant's algorithm).
-fn date(days: i64) -> String {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
+    chaperone_schemas::time::format_unix_secs(secs)
 }
 
 /// A table of requests, one per line.
@@ -189,8 +168,8 @@ pub fn render_list(views: &[RequestView]) -> String {
             "{:<32}  {:<9}  {:<9}  {:<20}  {:<24}  {:<12}  {:<5}  {}\n",
             r.id,
             match r.kind {
-                super::approvals::RequestKind::Statement => "statement",
-                super::approvals::RequestKind::Connect => "connect",
+                crate::RequestKind::Statement => "statement",
+                crate::RequestKind::Connect => "connect",
             },
             v.state.as_str(),
             time(r.created_at),
@@ -307,13 +286,4 @@ pub fn render_one(v: &RequestView) -> String {
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn dates() {
-        assert_eq!(super::time(0), "1970-01-01 00:00:00Z");
-        assert_eq!(super::time(1_700_000_000), "2023-11-14 22:13:20Z");
-    }
 }

@@ -20,6 +20,8 @@
 //! `used` once run, and `expired` when not run within `claim_ttl_secs`; an
 //! approved access request is valid for its window unless `revoked`.
 
+pub mod client;
+pub mod config;
 pub mod postgres;
 pub mod store;
 pub mod webhook;
@@ -32,10 +34,11 @@ use bytes::Bytes;
 use chaperone_schemas::Identity;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
-use super::config::{ApprovalMode, ApprovalsConfig};
-use crate::config::ConfigError;
+use chaperone_config::ConfigError;
+use config::{ApprovalMode, ApprovalsConfig};
 pub use store::{ObjectLog, StoreError};
 
 /// Who asked (the session's identity).
@@ -254,7 +257,7 @@ pub enum ActionError {
 
 struct Approver {
     name: String,
-    token: crate::config::Secret,
+    token: chaperone_config::Secret,
     identities: Vec<String>,
 }
 
@@ -351,7 +354,7 @@ impl Approvals {
     ) -> Result<Self, ConfigError> {
         let mut approvers = Vec::new();
         for (name, a) in &config.approvers {
-            let source = crate::config::SecretSource {
+            let source = chaperone_config::SecretSource {
                 password_env: a.token_env.clone(),
                 password_file: a.token_file.clone(),
                 password: a.token.clone(),
@@ -407,7 +410,7 @@ impl Approvals {
     pub fn approver_for_token(&self, token: &[u8]) -> Option<&str> {
         self.approvers
             .iter()
-            .find(|a| crate::auth::constant_time_eq(a.token.expose(), token))
+            .find(|a| bool::from(a.token.expose().ct_eq(token)))
             .map(|a| a.name.as_str())
     }
 

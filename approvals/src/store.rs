@@ -13,7 +13,6 @@
 //! PostgreSQL (`postgres://`) for deployments that already run one.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -43,7 +42,7 @@ pub trait ObjectLog: Send + Sync + 'static {
 }
 
 /// Opens `[approvals] store`: a directory (created if missing), `file://`,
-/// `s3://bucket/prefix`, `memory://` or `postgres://...`.
+/// `s3://bucket/prefix`, `gs://…`, `az://…`, `memory://` or `postgres://...`.
 pub async fn open(
     location: &str,
     options: &BTreeMap<String, String>,
@@ -64,37 +63,15 @@ pub async fn open(
             description: location.to_string(),
         }));
     }
-    let dir = match location.strip_prefix("file://") {
-        Some(path) => Some(path),
-        None if !location.contains("://") => Some(location),
-        None => None,
-    };
-    if let Some(dir) = dir {
-        std::fs::create_dir_all(dir).map_err(|e| config_err(e.to_string()))?;
-        let fs = object_store::local::LocalFileSystem::new_with_prefix(Path::new(dir))
-            .map_err(|e| config_err(e.to_string()))?;
-        return Ok(Arc::new(ObjectStoreLog {
-            store: Arc::new(fs),
-            prefix: String::new(),
-            description: location.to_string(),
-        }));
-    }
-    let url_prefix = location
-        .split_once("://")
-        .and_then(|(_, rest)| rest.split_once('/'))
-        .map(|(_, p)| p.trim_matches('/').to_string())
-        .unwrap_or_default();
-    if location.starts_with("s3://") || location.starts_with("s3a://") {
-        let s3 = crate::s3::store(location, options).map_err(config_err)?;
-        return Ok(Arc::new(ObjectStoreLog {
-            store: Arc::new(s3),
-            prefix: url_prefix,
-            description: location.to_string(),
-        }));
-    }
-    Err(config_err(
-        "use a directory, file://, s3://bucket/prefix, memory:// or postgres://".into(),
-    ))
+    // Directories, file://, s3://, gs://, az://: the one opener every part of
+    // Chaperone uses (environment credentials, then the options; retries).
+    let store =
+        chaperone_store::Store::open(location, options).map_err(|e| config_err(e.to_string()))?;
+    Ok(Arc::new(ObjectStoreLog {
+        store: store.inner,
+        prefix: store.prefix,
+        description: store.description,
+    }))
 }
 
 /// The write-once log on an object store.

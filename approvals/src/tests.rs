@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::guardrails::config::{ApprovalsConfig, ApproverConfig};
+use crate::config::{ApprovalsConfig, ApproverConfig};
 
 fn config(store: &str) -> ApprovalsConfig {
     let approver = |token: &str, identities: &[&str]| ApproverConfig {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use tracing::{debug, warn};
 
 use super::RequestView;
-use crate::guardrails::config::{WebhookConfig, WebhookFormat};
+use crate::config::{WebhookConfig, WebhookFormat};
 
 pub struct Webhooks {
     hooks: Vec<WebhookConfig>,

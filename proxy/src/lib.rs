@@ -25,7 +25,6 @@ pub mod identity;
 pub mod metrics;
 pub mod policy_source;
 pub mod registry;
-pub mod s3;
 pub mod server;
 pub mod session;
 

@@ -103,18 +103,12 @@ impl std::fmt::Display for PolicySource {
 /// runtime of its own, on a thread of its own (this may be called from
 /// within another runtime).
 fn read_object(url: &str, options: &BTreeMap<String, String>) -> Result<String, String> {
-    use object_store::ObjectStoreExt;
-    let key = url
-        .strip_prefix("s3://")
-        .and_then(|rest| rest.split_once('/'))
-        .map(|(_, key)| key)
-        .filter(|key| !key.is_empty())
-        .ok_or_else(|| "name the object: s3://bucket/key".to_string())?;
-    let store = crate::s3::store(url, options)?;
-    let path = object_store::path::Path::from(key);
+    let store = chaperone_store::Store::open(url, options).map_err(|e| e.to_string())?;
+    if store.prefix.is_empty() {
+        return Err("name the object: s3://bucket/key".to_string());
+    }
     let fetch = async move {
-        let get = store.get(&path).await.map_err(|e| e.to_string())?;
-        let bytes = get.bytes().await.map_err(|e| e.to_string())?;
+        let bytes = store.get(&store.prefix).await.map_err(|e| e.to_string())?;
         String::from_utf8(bytes.to_vec()).map_err(|_| "the object is not UTF-8 text".to_string())
     };
     std::thread::scope(|scope| {

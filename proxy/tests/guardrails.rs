@@ -21,8 +21,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chaperone_approvals::RequestView;
 use chaperone_proxy::config::{TargetConfig, UserConfig};
-use chaperone_proxy::guardrails::approvals::RequestView;
 use chaperone_proxy::guardrails::config::{ApprovalsConfig, PolicyConfig};
 use chaperone_proxy::Config;
 use chaperone_schemas::CommandSummary;
@@ -1399,10 +1399,7 @@ access_window_secs = 600
     let out = g.cli("oncall", &db.name, "SELECT 1").await.unwrap();
     out.assert_failure_with("needs approval: access request apr_");
     let v = g.wait_for("pending", None).await;
-    assert_eq!(
-        v.request.kind,
-        chaperone_proxy::guardrails::approvals::RequestKind::Connect
-    );
+    assert_eq!(v.request.kind, chaperone_approvals::RequestKind::Connect);
     // Asking again joins the pending request.
     g.cli("oncall", &db.name, "SELECT 1")
         .await

@@ -90,7 +90,11 @@ pub async fn guard(State(state): State<Arc<AppState>>, request: Request, next: N
     let principal = match (bearer, session) {
         (Some(token), _) => state.config.tokens.iter().find_map(|t| {
             let value = t.value()?;
-            chaperone_proxy::auth::constant_time_eq(value.as_bytes(), token.as_bytes()).then(|| {
+            bool::from(subtle::ConstantTimeEq::ct_eq(
+                value.as_bytes(),
+                token.as_bytes(),
+            ))
+            .then(|| {
                 (
                     Principal {
                         name: t.name.clone(),

@@ -59,7 +59,7 @@ pub enum ExportError {
     #[error("reading the archive: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
     #[error("reading the archive's manifests: {0}")]
-    Store(#[from] chaperone_recorder::store::StoreError),
+    Store(#[from] chaperone_recorder::StoreError),
     #[error("writing {file}: {message}")]
     Write { file: String, message: String },
     #[error("{path}: not an export manifest: {message}")]
@@ -689,17 +689,7 @@ async fn source_manifests(
 }
 
 fn rfc3339_now() -> String {
-    let ns = chaperone_schemas::event::now_ns();
-    let secs = ns.div_euclid(1_000_000_000);
-    let p = Partition::of_ns(ns);
-    let rem = secs.rem_euclid(3600);
-    format!(
-        "{}T{:02}:{:02}:{:02}Z",
-        p.date(),
-        p.hour,
-        rem / 60,
-        rem % 60
-    )
+    chaperone_schemas::time::rfc3339_ns(chaperone_schemas::event::now_ns())
 }
 
 /// One thing wrong with an export directory.

@@ -17,10 +17,8 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Form};
-use chaperone_proxy::guardrails::approvals::{
-    ActionError, Approvals, RequestView, State as ReqState,
-};
-use chaperone_proxy::guardrails::client::time;
+use chaperone_approvals::client::time;
+use chaperone_approvals::{ActionError, Approvals, RequestView, State as ReqState};
 use chaperone_web_login::WebRole;
 use serde::Deserialize;
 
@@ -260,9 +258,8 @@ fn request_card(v: &RequestView, csrf: &str, can_decide: bool) -> String {
             time(r.created_at),
             time(r.expires_at),
             match r.mode {
-                chaperone_proxy::guardrails::approvals::ApprovalModeName::Hold =>
-                    "hold (the client is waiting)",
-                chaperone_proxy::guardrails::approvals::ApprovalModeName::Async => "async",
+                chaperone_approvals::ApprovalModeName::Hold => "hold (the client is waiting)",
+                chaperone_approvals::ApprovalModeName::Async => "async",
             }
         ),
     ));
@@ -310,7 +307,10 @@ async fn decide(
     // A person's form carries the session's token (a token caller has no
     // cookie a other site could ride on).
     if let Some(session) = &principal.session {
-        if !chaperone_proxy::auth::constant_time_eq(form.csrf.as_bytes(), session.csrf.as_bytes()) {
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            form.csrf.as_bytes(),
+            session.csrf.as_bytes(),
+        )) {
             return (
                 StatusCode::FORBIDDEN,
                 Html(page(

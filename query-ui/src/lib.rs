@@ -60,7 +60,7 @@ pub struct AppState {
     pub login: Option<login::Login>,
     /// The gateway's approvals, when the service runs in the gateway's process
     /// ([`AppState::attach_approvals`]): the inbox decides through them.
-    pub approvals: std::sync::OnceLock<Arc<chaperone_proxy::guardrails::approvals::Approvals>>,
+    pub approvals: std::sync::OnceLock<Arc<chaperone_approvals::Approvals>>,
     pub metrics: metrics::UiMetrics,
     pub exports: export::Exports,
     /// Where API exports are written (`export_dir`, one directory each).
@@ -70,10 +70,7 @@ pub struct AppState {
 impl AppState {
     /// Gives the inbox the gateway's approvals (the same store, approvers and
     /// rules as the API and the CLI).
-    pub fn attach_approvals(
-        &self,
-        approvals: Arc<chaperone_proxy::guardrails::approvals::Approvals>,
-    ) {
+    pub fn attach_approvals(&self, approvals: Arc<chaperone_approvals::Approvals>) {
         let _ = self.approvals.set(approvals);
     }
 }

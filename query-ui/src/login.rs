@@ -148,7 +148,7 @@ impl LoginConfig {
         {
             return Ok(None);
         }
-        let secret = chaperone_proxy::config::SecretSource {
+        let secret = chaperone_config::SecretSource {
             password_env: self.client_secret_env.clone(),
             password_file: self.client_secret_file.clone(),
             password: self.client_secret.clone(),
@@ -164,7 +164,7 @@ impl LoginConfig {
         if self.session_key_env.is_none() && self.session_key_file.is_none() {
             return Ok(None);
         }
-        let key = chaperone_proxy::config::SecretSource {
+        let key = chaperone_config::SecretSource {
             password_env: self.session_key_env.clone(),
             password_file: self.session_key_file.clone(),
             password: None,
@@ -285,7 +285,7 @@ fn random_token() -> String {
 }
 
 fn now_secs() -> i64 {
-    chaperone_proxy::guardrails::approvals::now_secs()
+    chaperone_approvals::now_secs()
 }
 
 impl Login {

@@ -1,7 +1,7 @@
 //! Prometheus metrics of the audit service, served on `/metrics` (behind the
 //! same access layer as the API: a scraper uses a `[[ui.tokens]]` token).
 //!
-//! The same approach as the gateway's (`chaperone_proxy::metrics`): one
+//! The same approach as the gateway's metrics: one
 //! `prometheus-client` registry with the `chaperone_ui` prefix, updated in place
 //! and encoded in the OpenMetrics text format on each scrape.
 

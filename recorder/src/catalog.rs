@@ -37,7 +37,7 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
-use crate::store::{Store, StoreError};
+use chaperone_store::{Store, StoreError};
 
 /// Why the archive cannot be read.
 #[derive(Debug, thiserror::Error)]

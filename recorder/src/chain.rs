@@ -9,7 +9,7 @@ use chaperone_schemas::lifecycle::LifecycleRecord;
 use chaperone_schemas::manifest::{sha256_hex, PreviousManifest};
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Store, StoreError};
+use chaperone_store::{Store, StoreError};
 
 /// The last sealed segment of this gateway.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -151,14 +151,14 @@ impl Keyring {
         Err(format!(
             "signed by key {} at {}, outside the period the keyring trusts it for ({} .. {})",
             key_id(&first.key),
-            crate::lifecycle::rfc3339(at_ns),
+            chaperone_schemas::time::rfc3339_ns(at_ns),
             first
                 .not_before_ns
-                .map(crate::lifecycle::rfc3339)
+                .map(chaperone_schemas::time::rfc3339_ns)
                 .unwrap_or_else(|| "any time".into()),
             first
                 .not_after_ns
-                .map(crate::lifecycle::rfc3339)
+                .map(chaperone_schemas::time::rfc3339_ns)
                 .unwrap_or_else(|| "any time".into()),
         ))
     }

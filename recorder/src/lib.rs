@@ -24,9 +24,8 @@ pub mod recorder;
 pub mod segment;
 pub mod since;
 pub mod spool;
-pub mod store;
 
+pub use chaperone_store::{Store, StoreError};
 pub use config::{ArchiveConfig, Durability, FailureMode};
 pub use recorder::{OpenError, Recorder, StatsSnapshot};
-pub use store::Store;
 pub mod verify;

@@ -25,9 +25,10 @@ use chaperone_schemas::manifest::{
     sha256_hex, Manifest, ManifestFile, PreviousManifest, SessionSeqs,
 };
 use chaperone_schemas::tables::Table;
+use chaperone_schemas::time::rfc3339_ns;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
-use crate::store::{Store, StoreError};
+use chaperone_store::{Store, StoreError};
 
 /// A lifecycle job failed; what was done before stays consistent (see the
 /// module docs) and running the job again finishes it.
@@ -333,12 +334,6 @@ pub fn ranges(numbers: &[u64]) -> String {
     out.join(", ")
 }
 
-/// An RFC 3339 UTC time of Unix nanoseconds, for messages.
-pub fn rfc3339(ns: i64) -> String {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(ns)
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 /// The session ids of `subjects`, from the archive's `sessions` table.
 pub async fn subjects_sessions(
     store: &Store,
@@ -620,7 +615,7 @@ pub async fn retention(
             format!(
                 "{} (rows before {})",
                 options.policy,
-                rfc3339(options.cutoff_ns)
+                rfc3339_ns(options.cutoff_ns)
             ),
         );
         record.holds = options.holds.describe();
@@ -872,7 +867,7 @@ pub async fn compact(
                 format!(
                     "compaction of segments under {} bytes, sealed before {}",
                     options.target_bytes,
-                    rfc3339(options.sealed_before_ns)
+                    rfc3339_ns(options.sealed_before_ns)
                 ),
             );
             record.segments = manifests.iter().map(segment_ref).collect();

@@ -42,7 +42,7 @@ use crate::config::{ArchiveConfig, Durability, FailureMode};
 use crate::fsutil;
 use crate::segment::{self, LogEnd, SegmentSettings, SessionTable};
 use crate::spool::{self, CommandRecord, FrameRecord, Kind, LogHeader, OpenSession};
-use crate::store::Store;
+use chaperone_store::Store;
 
 /// How often the writer thread writes the buffer out.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(2);
@@ -64,7 +64,7 @@ pub enum OpenError {
     #[error("archive spool {0} is in use by another gateway process")]
     Locked(PathBuf),
     #[error("{0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] chaperone_store::StoreError),
     #[error("manifest signing key: {0}")]
     Key(String),
     #[error("recovering the spool: {0}")]

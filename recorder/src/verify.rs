@@ -24,7 +24,7 @@ use chaperone_schemas::tables::Table;
 
 use crate::keyring::Keyring;
 use crate::lifecycle::ranges;
-use crate::store::{Store, StoreError};
+use chaperone_store::{Store, StoreError};
 
 /// What to check.
 #[derive(Debug, Clone, Default)]

@@ -21,6 +21,7 @@ pub mod manifest;
 pub mod rows;
 pub mod tables;
 pub mod tap;
+pub mod time;
 
 /// The version of the archive format written by this build; the first element of
 /// every object path.

@@ -1,5 +1,7 @@
-//! The object store the archive lives in: a local directory, or S3 / GCS / Azure
-//! by URL (credentials from the environment, as each SDK reads them).
+//! Object storage by URL, opened the same way for every part of Chaperone (the
+//! archive, the approvals store, a shared policy file): a local directory, or
+//! S3 / GCS / Azure by URL (credentials from the environment, as each SDK reads
+//! them, then the configured options).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,7 +18,7 @@ pub const PART_SIZE: usize = 5 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("archive store {store:?}: {message}")]
+    #[error("store {store:?}: {message}")]
     Config { store: String, message: String },
     #[error("object store: {0}")]
     Store(#[from] object_store::Error),
@@ -40,11 +42,12 @@ fn retry() -> object_store::RetryConfig {
     }
 }
 
-/// An opened archive store and the prefix of the archive inside it.
+/// An opened store and the prefix inside it that its user works under.
 #[derive(Debug, Clone)]
 pub struct Store {
     pub inner: Arc<dyn ObjectStore>,
-    /// The path inside the store where `v1/` lives (may be empty).
+    /// The path inside the store given by the URL (for the archive, where `v1/`
+    /// lives; may be empty).
     pub prefix: String,
     /// What the operator configured, for messages.
     pub description: String,

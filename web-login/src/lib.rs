@@ -213,7 +213,10 @@ impl WebLogin {
         state: &str,
         code: &str,
     ) -> Result<WebUser, WebLoginError> {
-        if !constant_time_eq(state.as_bytes(), pending.state.as_bytes()) {
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            state.as_bytes(),
+            pending.state.as_bytes(),
+        )) {
             return Err(WebLoginError::State);
         }
         let response = self
@@ -303,10 +306,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     s
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

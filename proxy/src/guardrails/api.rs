@@ -33,7 +33,7 @@ use axum::Json;
 use serde::Deserialize;
 use tracing::warn;
 
-use super::approvals::{ActionError, Approvals, RequestKind, State};
+use chaperone_approvals::{ActionError, Approvals, RequestKind, State};
 
 fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()

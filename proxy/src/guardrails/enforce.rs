@@ -22,16 +22,16 @@ use std::time::{Duration, Instant};
 use chaperone_schemas::CommandSummary;
 use tracing::{info, warn};
 
-use super::approvals::{
-    self, connect_fingerprint, fingerprint, now_secs, ApprovalRequest, Approvals, RequestKind,
-    RequestView, Requester, State,
-};
 use super::config::{Action, ApprovalMode};
 use super::explain::{self, Estimate};
 use super::policy::{self, Context, Decision, Policy, Verdict};
 use super::Guardrails;
 use crate::auth::Grant;
 use crate::control::PolicySet;
+use chaperone_approvals::{
+    connect_fingerprint, fingerprint, now_secs, ApprovalRequest, Approvals, RequestKind,
+    RequestView, Requester, State,
+};
 use chaperone_mysql::protocol::response::{codes, ErrInfo};
 use chaperone_mysql::upstream::Upstream;
 use chaperone_sql::{Analysis, Features, StatementKind};
@@ -106,8 +106,8 @@ fn refuse(message: String) -> GuardError {
     GuardError::Refuse(ErrInfo::new(GUARDRAIL_ERROR, "HY000", message))
 }
 
-fn store_error(e: &approvals::StoreError) -> GuardError {
-    approvals::store_failed(e);
+fn store_error(e: &chaperone_approvals::StoreError) -> GuardError {
+    chaperone_approvals::store_failed(e);
     refuse(format!(
         "Chaperone: the statement needs approval but the approvals store is unavailable ({e}); retry later"
     ))
@@ -235,7 +235,7 @@ impl SessionGuard {
             None => {
                 let now = now_secs();
                 let request = ApprovalRequest {
-                    id: approvals::new_id(),
+                    id: chaperone_approvals::new_id(),
                     kind: RequestKind::Connect,
                     created_at: now,
                     expires_at: now + approvals.config().pending_ttl_secs as i64,
@@ -632,7 +632,7 @@ impl SessionGuard {
                     }
                 }
                 let request = ApprovalRequest {
-                    id: approvals::new_id(),
+                    id: chaperone_approvals::new_id(),
                     kind: RequestKind::Statement,
                     created_at: now,
                     expires_at: now + ttl as i64,
@@ -778,7 +778,7 @@ impl SessionGuard {
             Ok(true) => "withdrawn".to_string(),
             Ok(false) => "already decided; not run".to_string(),
             Err(e) => {
-                approvals::store_failed(&e);
+                chaperone_approvals::store_failed(&e);
                 format!("still pending: the store failed to withdraw it ({e})")
             }
         };

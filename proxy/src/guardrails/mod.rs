@@ -16,8 +16,6 @@
 //! still records everything). Reference: `docs/guardrails.md`.
 
 pub mod api;
-pub mod approvals;
-pub mod client;
 pub mod config;
 pub mod enforce;
 pub mod explain;
@@ -26,7 +24,7 @@ pub mod policy;
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError};
-use approvals::Approvals;
+use chaperone_approvals::Approvals;
 
 pub use enforce::{ClientGone, GuardError, PreparedGuard, SessionGuard, SqlCommand};
 
