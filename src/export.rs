@@ -75,7 +75,7 @@ pub(crate) fn run(args: ExportArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(async {
-            use chaperone_recorder::catalog::{Catalog, CatalogOptions};
+            use chaperone_catalog::{Catalog, CatalogOptions};
             let catalog = Catalog::open(store, CatalogOptions::default()).await?;
             tracing::info!(target: "chaperone::access", who = %who, action = "export started",
                 detail = %serde_json::to_string(&request)?, out = %out.display(), "audit access");

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use chaperone_recorder::lifecycle::{self, CompactOptions, LegalHolds, RetentionOptions};
+use chaperone_archive::lifecycle::{self, CompactOptions, LegalHolds, RetentionOptions};
 
 use crate::ArchiveArgs;
 
@@ -133,7 +133,7 @@ pub fn retention(args: RetentionArgs) -> anyhow::Result<()> {
         .older_than
         .or_else(|| configured.as_ref().map(|r| r.older_than.clone()))
         .context("--older-than is required (or [archive.retention] older_than in the config)")?;
-    let age = chaperone_recorder::since::parse_duration(&older_than)
+    let age = chaperone_archive::since::parse_duration(&older_than)
         .map_err(|e| anyhow::anyhow!("--older-than: {e}"))?;
     let mut holds = LegalHolds::default();
     let hold_file = args
@@ -159,7 +159,7 @@ pub fn retention(args: RetentionArgs) -> anyhow::Result<()> {
         .build()?;
     let outcome = runtime.block_on(async {
         if !holds.subjects.is_empty() {
-            let ids = lifecycle::subjects_sessions(&store, &holds.subjects).await?;
+            let ids = chaperone_catalog::subjects_sessions(&store, &holds.subjects).await?;
             eprintln!(
                 "legal holds: {} session(s) of {} subject(s), {} session(s) by id",
                 ids.len(),
@@ -189,7 +189,7 @@ pub fn retention(args: RetentionArgs) -> anyhow::Result<()> {
 pub fn compact(args: CompactArgs) -> anyhow::Result<()> {
     crate::init_logging_at(false, "warn");
     let (store, _, key) = open(&args.archive, &args.key, !args.dry_run)?;
-    let min_age = chaperone_recorder::since::parse_duration(&args.min_age)
+    let min_age = chaperone_archive::since::parse_duration(&args.min_age)
         .map_err(|e| anyhow::anyhow!("--min-age: {e}"))?;
     if !(1..=22).contains(&args.zstd_level) {
         anyhow::bail!("--zstd-level must be between 1 and 22");

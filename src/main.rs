@@ -292,10 +292,10 @@ fn main() -> anyhow::Result<()> {
         } => query_archive(
             &archive,
             |now_ns| {
-                let since_ns = chaperone_recorder::since::parse_since(&since, now_ns)
+                let since_ns = chaperone_archive::since::parse_since(&since, now_ns)
                     .map_err(anyhow::Error::msg)?;
-                Ok(chaperone_recorder::catalog::sessions_sql(
-                    &chaperone_recorder::catalog::SessionFilter {
+                Ok(chaperone_catalog::sessions_sql(
+                    &chaperone_catalog::SessionFilter {
                         agent,
                         table,
                         since_ns: Some(since_ns),
@@ -519,7 +519,7 @@ fn query_archive(
     sql: impl FnOnce(i64) -> anyhow::Result<String>,
     format: OutputFormat,
 ) -> anyhow::Result<()> {
-    use chaperone_recorder::catalog::{render, Catalog, CatalogOptions, Format};
+    use chaperone_catalog::{render, Catalog, CatalogOptions, Format};
     init_logging(false);
     let store = archive_store(args.archive.clone(), &args.config, "--archive")?;
     let sql = sql(chaperone_schemas::event::now_ns())?;
@@ -551,17 +551,17 @@ fn verify(
     keyring: Option<PathBuf>,
     gateway: Option<String>,
 ) -> anyhow::Result<()> {
-    use chaperone_recorder::verify::{verify, VerifyOptions};
+    use chaperone_archive::verify::{verify, VerifyOptions};
     init_logging(false);
     let store = archive_store(store, &config, "--store")?;
     let options = VerifyOptions {
         since_ns: since
-            .map(|s| chaperone_recorder::since::parse_since(&s, chaperone_schemas::event::now_ns()))
+            .map(|s| chaperone_archive::since::parse_since(&s, chaperone_schemas::event::now_ns()))
             .transpose()
             .map_err(anyhow::Error::msg)?,
         keyring: match (keyring, public_key.is_empty()) {
-            (Some(path), true) => Some(chaperone_recorder::keyring::Keyring::load(&path)?),
-            (None, false) => Some(chaperone_recorder::keyring::Keyring::always(
+            (Some(path), true) => Some(chaperone_archive::keyring::Keyring::load(&path)?),
+            (None, false) => Some(chaperone_archive::keyring::Keyring::always(
                 public_key
                     .iter()
                     .map(|k| chaperone_schemas::manifest::parse_verifying_key(k))

@@ -334,42 +334,6 @@ pub fn ranges(numbers: &[u64]) -> String {
     out.join(", ")
 }
 
-/// The session ids of `subjects`, from the archive's `sessions` table.
-pub async fn subjects_sessions(
-    store: &Store,
-    subjects: &BTreeSet<String>,
-) -> Result<BTreeSet<String>, crate::catalog::CatalogError> {
-    if subjects.is_empty() {
-        return Ok(BTreeSet::new());
-    }
-    let catalog =
-        crate::catalog::Catalog::open(store.clone(), crate::catalog::CatalogOptions::default())
-            .await?;
-    let list = subjects
-        .iter()
-        .map(|s| format!("'{}'", s.replace('\'', "''")))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let batches = catalog
-        .query(&format!(
-            "SELECT DISTINCT session_id FROM sessions WHERE subject IN ({list})"
-        ))
-        .await?;
-    let mut out = BTreeSet::new();
-    for b in batches {
-        // Whatever string type the scan produced (Utf8, Utf8View, a dictionary).
-        let ids = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)
-            .map_err(|e| crate::catalog::CatalogError::Query(e.into()))?;
-        out.extend(
-            arrow::array::AsArray::as_string::<i32>(&ids)
-                .iter()
-                .flatten()
-                .map(str::to_string),
-        );
-    }
-    Ok(out)
-}
-
 /// One unit retention can take out: a present manifest, or the files of a
 /// compaction record not yet removed.
 struct Unit {
@@ -827,12 +791,13 @@ pub async fn compact(
                     .map_err(|e| LifecycleError::Compaction(e.to_string()))?;
                 let all = arrow::compute::concat_batches(&schema, &batches)
                     .map_err(|e| LifecycleError::Compaction(e.to_string()))?;
-                for (partition, indices) in crate::segment::order_rows(table, &all) {
-                    let sorted = crate::segment::take_rows(&all, &indices)
+                for (partition, indices) in crate::parquet_file::order_rows(table, &all) {
+                    let sorted = crate::parquet_file::take_rows(&all, &indices)
                         .map_err(|e| LifecycleError::Compaction(e.to_string()))?;
-                    let bytes = crate::segment::parquet_bytes(table, &sorted, options.zstd_level)
-                        .map_err(|e| LifecycleError::Compaction(e.to_string()))?;
-                    let (min, max) = crate::segment::time_range(table, &sorted);
+                    let bytes =
+                        crate::parquet_file::parquet_bytes(table, &sorted, options.zstd_level)
+                            .map_err(|e| LifecycleError::Compaction(e.to_string()))?;
+                    let (min, max) = crate::parquet_file::time_range(table, &sorted);
                     let path = layout.compacted_data_file(table, partition, &gateway, first, last);
                     new_files.push(ManifestFile {
                         table: table.name().to_string(),

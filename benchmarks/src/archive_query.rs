@@ -1,6 +1,6 @@
 //! The archive query benchmark: "which identities wrote to table X in the last
 //! 30 days" over an archive of millions of statements, through the read side's
-//! DataFusion catalog (`chaperone_recorder::catalog`), as `chaperone query` runs it.
+//! DataFusion catalog (`chaperone_catalog`), as `chaperone query` runs it.
 //!
 //! `generate` writes a synthetic archive with the archive format's own writers
 //! (`chaperone_schemas::rows` builders, the recorder's Parquet writer settings,
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chaperone_recorder::catalog::{self, Catalog, CatalogOptions, Format};
+use chaperone_catalog::{self as catalog, Catalog, CatalogOptions, Format};
 use chaperone_schemas::rows::{Capture, SessionRows, StatementRows};
 use chaperone_schemas::{
     AuthMethod, CommandSummary, Identity, Layout, Partition, SessionEnd, SessionStart, Table,
@@ -252,7 +252,7 @@ fn write_file(
         std::fs::create_dir_all(dir)?;
     }
     let file = std::fs::File::create(path)?;
-    let props = chaperone_recorder::segment::writer_properties(table, 3);
+    let props = chaperone_archive::parquet_file::writer_properties(table, 3);
     let mut w = ArrowWriter::try_new(file, table.schema(), Some(props))?;
     w.write(batch)?;
     w.close()?;

@@ -21,7 +21,7 @@
 //! `date >= 'YYYY-MM-DD'` next to a `started_at` / `time` condition
 //! ([`date_filter`] writes it).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -410,4 +410,37 @@ pub fn render(batches: &[RecordBatch], format: Format) -> Result<String, arrow::
             Ok(String::from_utf8_lossy(&out).into_owned())
         }
     }
+}
+/// The session ids of `subjects`, from the archive's `sessions` table.
+pub async fn subjects_sessions(
+    store: &chaperone_store::Store,
+    subjects: &BTreeSet<String>,
+) -> Result<BTreeSet<String>, CatalogError> {
+    if subjects.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let catalog = Catalog::open(store.clone(), CatalogOptions::default()).await?;
+    let list = subjects
+        .iter()
+        .map(|s| format!("'{}'", s.replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let batches = catalog
+        .query(&format!(
+            "SELECT DISTINCT session_id FROM sessions WHERE subject IN ({list})"
+        ))
+        .await?;
+    let mut out = BTreeSet::new();
+    for b in batches {
+        // Whatever string type the scan produced (Utf8, Utf8View, a dictionary).
+        let ids = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)
+            .map_err(|e| CatalogError::Query(e.into()))?;
+        out.extend(
+            arrow::array::AsArray::as_string::<i32>(&ids)
+                .iter()
+                .flatten()
+                .map(str::to_string),
+        );
+    }
+    Ok(out)
 }

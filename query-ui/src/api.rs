@@ -10,7 +10,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Json;
-use chaperone_recorder::catalog::{quote, sessions_sql, SessionFilter};
+use chaperone_catalog::{quote, sessions_sql, SessionFilter};
 use chaperone_replayer::archive::SessionSource;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -78,7 +78,7 @@ async fn collect_limited(
         })?;
         df.collect()
             .await
-            .map_err(|e| query_failed(state, chaperone_recorder::catalog::CatalogError::from(e)))
+            .map_err(|e| query_failed(state, chaperone_catalog::CatalogError::from(e)))
     };
     let mut batches = tokio::time::timeout(timeout, work).await.map_err(|_| {
         state.metrics.sql(sql_outcome::TIME_LIMITED);
@@ -109,7 +109,7 @@ async fn collect_limited(
 
 /// The API error (and metric) of a query that failed while running: the
 /// memory limit gets its own status and advice.
-pub fn query_failed(state: &AppState, e: chaperone_recorder::catalog::CatalogError) -> ApiError {
+pub fn query_failed(state: &AppState, e: chaperone_catalog::CatalogError) -> ApiError {
     use crate::metrics::sql_outcome;
     if is_memory_limit(&e) {
         state.metrics.sql(sql_outcome::MEMORY_LIMITED);
@@ -127,9 +127,9 @@ pub fn query_failed(state: &AppState, e: chaperone_recorder::catalog::CatalogErr
 }
 
 /// Whether a query failed on the catalog's memory pool.
-fn is_memory_limit(e: &chaperone_recorder::catalog::CatalogError) -> bool {
+fn is_memory_limit(e: &chaperone_catalog::CatalogError) -> bool {
     match e {
-        chaperone_recorder::catalog::CatalogError::Query(df) => matches!(
+        chaperone_catalog::CatalogError::Query(df) => matches!(
             df.find_root(),
             datafusion::error::DataFusionError::ResourcesExhausted(_)
         ),
@@ -181,11 +181,8 @@ async fn sql(
         }
         "csv" => {
             let (batches, truncated) = collect_limited(&state, &req.sql).await?;
-            let text = chaperone_recorder::catalog::render(
-                &batches,
-                chaperone_recorder::catalog::Format::Csv,
-            )
-            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            let text = chaperone_catalog::render(&batches, chaperone_catalog::Format::Csv)
+                .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
             Ok((
                 [
                     (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
@@ -215,7 +212,7 @@ impl SessionQuery {
     pub fn filter(&self) -> Result<SessionFilter, ApiError> {
         let since_ns = match self.since.as_deref().filter(|s| !s.is_empty()) {
             Some(s) => Some(
-                chaperone_recorder::since::parse_since(s, chaperone_schemas::event::now_ns())
+                chaperone_archive::since::parse_since(s, chaperone_schemas::event::now_ns())
                     .map_err(|e| bad_request(format!("since: {e}")))?,
             ),
             None => None,
@@ -287,7 +284,7 @@ async fn session(
     Path(id): Path<String>,
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
-    let (info, _) = run_query(&state, &chaperone_recorder::catalog::session_sql(&id)).await?;
+    let (info, _) = run_query(&state, &chaperone_catalog::session_sql(&id)).await?;
     let Some(info) = info.into_iter().next() else {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
@@ -357,7 +354,7 @@ struct HistoryQuery {
 
 /// The SQL of a table's history: every statement that read or wrote it.
 pub fn table_history_sql(table: &str, since_ns: Option<i64>, limit: usize) -> String {
-    use chaperone_recorder::catalog::{date_filter, timestamp_literal};
+    use chaperone_catalog::{date_filter, timestamp_literal};
     let mut conditions = vec![if table.contains('.') {
         format!("table_name = {}", quote(table))
     } else {

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use arrow::array::{Array, ArrayRef, AsArray, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
-use chaperone_recorder::catalog::{quote, table_condition, timestamp_literal, Catalog};
+use chaperone_catalog::{quote, table_condition, timestamp_literal, Catalog};
 use chaperone_schemas::manifest::{sha256_hex, Manifest};
 use chaperone_schemas::{Layout, Partition, Table};
 use futures::StreamExt;
@@ -53,7 +53,7 @@ pub enum ExportError {
         source: std::io::Error,
     },
     #[error("reading the archive: {0}")]
-    Catalog(#[from] chaperone_recorder::catalog::CatalogError),
+    Catalog(#[from] chaperone_catalog::CatalogError),
     #[error("reading the archive: {0}")]
     Query(#[from] datafusion::error::DataFusionError),
     #[error("reading the archive: {0}")]
@@ -213,19 +213,20 @@ pub struct Progress {
     pub table: Mutex<String>,
 }
 
-/// A `Write` that hashes and counts what goes through it.
-struct HashingWriter {
+/// An export file: hashed and counted as it is written
+/// (`chaperone_archive::parquet_file::HashingWriter`), its bytes reported to the
+/// export's progress.
+type HashingWriter = chaperone_archive::parquet_file::HashingWriter<ProgressWriter>;
+
+/// Counts what goes through it into the export's progress.
+struct ProgressWriter {
     inner: std::io::BufWriter<std::fs::File>,
-    hash: Sha256,
-    bytes: u64,
     progress: Arc<Progress>,
 }
 
-impl Write for HashingWriter {
+impl Write for ProgressWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
-        self.bytes += n as u64;
         self.progress.bytes.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
@@ -343,7 +344,7 @@ async fn conditions(catalog: &Catalog, s: &Selection) -> Result<Conditions, Expo
         text.as_deref()
             .filter(|t| !t.is_empty())
             .map(|t| {
-                chaperone_recorder::since::parse_since(t, now)
+                chaperone_archive::since::parse_since(t, now)
                     .map_err(|e| ExportError::Selection(format!("{what}: {e}")))
             })
             .transpose()
@@ -565,15 +566,13 @@ async fn write_table(
     let mut stream = df.execute_stream().await?;
     let schema = table.schema();
     let width = schema.fields().len();
-    let out = HashingWriter {
+    let out = HashingWriter::new(ProgressWriter {
         inner: std::io::BufWriter::with_capacity(
             1 << 20,
             std::fs::File::create(path).map_err(io(path))?,
         ),
-        hash: Sha256::new(),
-        bytes: 0,
         progress: progress.clone(),
-    };
+    });
     let mut writer = BatchWriter::new(format, out, schema.clone()).map_err(failed)?;
     let gateway_column = schema
         .index_of("gateway_id")
@@ -619,13 +618,13 @@ async fn write_table(
     }
     let mut out = writer.finish().map_err(failed)?;
     out.flush().map_err(io(path))?;
-    out.inner.get_ref().sync_all().map_err(io(path))?;
+    out.inner.inner.get_ref().sync_all().map_err(io(path))?;
     Ok(ExportedFile {
         name: name.to_string(),
         table: table.name().to_string(),
         rows,
         bytes: out.bytes,
-        sha256: hex::encode(out.hash.finalize()),
+        sha256: hex::encode(out.hasher.finalize()),
     })
 }
 

@@ -2,7 +2,7 @@
 //!
 //! Auditors ask "who touched `billing.invoices` last week?", open an agent's
 //! session and step through it, compare two runs, and run read-only SQL. All of
-//! it goes through the archive's DataFusion catalog (`chaperone_recorder::catalog`)
+//! it goes through the archive's DataFusion catalog (`chaperone_catalog`)
 //! and the replayer's session loading and diff engine: one implementation each.
 //!
 //! - [`api`]: the JSON API (documented in `query-ui/openapi.yaml`);
@@ -31,7 +31,7 @@ pub mod pages;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use chaperone_recorder::catalog::{Catalog, CatalogOptions};
+use chaperone_catalog::{Catalog, CatalogOptions};
 
 pub use config::UiConfig;
 
@@ -41,7 +41,7 @@ pub enum UiError {
     #[error("[ui]: {0}")]
     Config(String),
     #[error("opening the archive: {0}")]
-    Catalog(#[from] chaperone_recorder::catalog::CatalogError),
+    Catalog(#[from] chaperone_catalog::CatalogError),
     #[error("opening the archive for sessions: {0}")]
     Archive(#[from] chaperone_replayer::archive::ArchiveError),
     #[error("cannot listen on {addr}: {source}")]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::routing::get;
 use axum::Json;
-use chaperone_recorder::catalog::date_filter;
+use chaperone_catalog::date_filter;
 use serde_json::{json, Value};
 
 use crate::api::{run_query, ApiError};

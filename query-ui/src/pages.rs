@@ -52,12 +52,10 @@ async fn sessions_page(
         escape(q.since.as_deref().unwrap_or("")),
     );
     let body = match q.filter() {
-        Ok(filter) => {
-            match run_query(&state, &chaperone_recorder::catalog::sessions_sql(&filter)).await {
-                Ok((rows, _)) => table(&rows, session_link),
-                Err(e) => error_box(e),
-            }
-        }
+        Ok(filter) => match run_query(&state, &chaperone_catalog::sessions_sql(&filter)).await {
+            Ok((rows, _)) => table(&rows, session_link),
+            Err(e) => error_box(e),
+        },
         Err(e) => error_box(e),
     };
     Html(page(
@@ -79,10 +77,10 @@ async fn session_page(
     Path(id): Path<String>,
     Query(p): Query<PageQuery>,
 ) -> Html<String> {
-    use chaperone_recorder::catalog::quote;
+    use chaperone_catalog::quote;
     const PAGE: usize = 500;
     let offset = p.offset.unwrap_or(0);
-    let info = run_query(&state, &chaperone_recorder::catalog::session_sql(&id)).await;
+    let info = run_query(&state, &chaperone_catalog::session_sql(&id)).await;
     let info = match info {
         Ok((rows, _)) if !rows.is_empty() => rows.into_iter().next().expect("non-empty"),
         Ok(_) => {

@@ -175,7 +175,7 @@ impl ArchiveConfig {
             return bad("`zstd_level` must be between 1 and 22");
         }
         if let Some(r) = &self.retention {
-            crate::since::parse_duration(&r.older_than)
+            chaperone_archive::since::parse_duration(&r.older_than)
                 .map_err(|e| ConfigError(format!("`retention.older_than`: {e}")))?;
         }
         Ok(())

@@ -37,11 +37,11 @@ use chaperone_schemas::layout::{valid_gateway_id, Layout};
 use chaperone_schemas::manifest::Gap;
 use chaperone_schemas::tap::{Tap, TapError};
 
-use crate::chain::{self, ChainState};
 use crate::config::{ArchiveConfig, Durability, FailureMode};
-use crate::fsutil;
 use crate::segment::{self, LogEnd, SegmentSettings, SessionTable};
 use crate::spool::{self, CommandRecord, FrameRecord, Kind, LogHeader, OpenSession};
+use chaperone_archive::chain::{self, ChainState};
+use chaperone_archive::fsutil;
 use chaperone_store::Store;
 
 /// How often the writer thread writes the buffer out.

@@ -6,11 +6,11 @@ mod support;
 
 use std::time::Duration;
 
-use chaperone_recorder::verify::{verify, Problem, VerifyOptions};
+use chaperone_archive::verify::{verify, Problem, VerifyOptions};
 use chaperone_recorder::Store;
 use support::*;
 
-fn verify_dir(dir: &std::path::Path) -> chaperone_recorder::verify::Report {
+fn verify_dir(dir: &std::path::Path) -> chaperone_archive::verify::Report {
     let store = Store::open(dir.to_str().unwrap(), &Default::default()).unwrap();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -9,7 +9,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chaperone_recorder::catalog::{render, Catalog, CatalogOptions, Format};
+use chaperone_catalog::{render, Catalog, CatalogOptions, Format};
 use chaperone_recorder::Store;
 use serde_json::Value;
 use support::*;
@@ -163,10 +163,10 @@ fn the_documented_duckdb_and_pyarrow_queries_match_the_catalog() {
         .enable_all()
         .build()
         .unwrap()
-        .block_on(chaperone_recorder::lifecycle::compact(
+        .block_on(chaperone_archive::lifecycle::compact(
             &store,
             &key,
-            &chaperone_recorder::lifecycle::CompactOptions {
+            &chaperone_archive::lifecycle::CompactOptions {
                 target_bytes: 64 << 20,
                 sealed_before_ns: chaperone_schemas::event::now_ns(),
                 zstd_level: 3,

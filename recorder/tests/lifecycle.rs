@@ -8,11 +8,11 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chaperone_recorder::catalog::{render, Catalog, CatalogOptions, Format};
-use chaperone_recorder::lifecycle::{
+use chaperone_archive::lifecycle::{
     compact, retention, CompactOptions, LegalHolds, Outcome, RetentionOptions,
 };
-use chaperone_recorder::verify::{verify, Problem, Report, VerifyOptions};
+use chaperone_archive::verify::{verify, Problem, Report, VerifyOptions};
+use chaperone_catalog::{render, Catalog, CatalogOptions, Format};
 use chaperone_recorder::Store;
 use chaperone_schemas::event::now_ns;
 use support::*;

@@ -7,7 +7,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use chaperone_recorder::verify::{verify, Problem, Report, VerifyOptions};
+use chaperone_archive::verify::{verify, Problem, Report, VerifyOptions};
 use chaperone_recorder::{FailureMode, Store};
 use support::*;
 

@@ -11,7 +11,7 @@ use arrow::array::{
     StringArray, TimestampMicrosecondArray,
 };
 use arrow::datatypes::DataType;
-use chaperone_recorder::catalog::{quote as sql_string, Catalog, CatalogOptions};
+use chaperone_catalog::{quote as sql_string, Catalog, CatalogOptions};
 use chaperone_schemas::tables::{frames as fcol, statements as scol, Table};
 
 use crate::model::{Direction, Frame, SessionInfo, Statement};
@@ -52,7 +52,7 @@ pub trait SessionSource {
 }
 
 /// An archive opened for reading, through the shared catalog
-/// ([`chaperone_recorder::catalog::Catalog`]: partition pruning and parquet
+/// ([`chaperone_catalog::Catalog`]: partition pruning and parquet
 /// pushdown by `session_id` / `command_index`).
 pub struct Archive {
     catalog: Catalog,
