@@ -25,6 +25,7 @@ pub mod segment;
 pub mod since;
 pub mod spool;
 pub mod store;
+mod upload;
 
 pub use config::{ArchiveConfig, Durability, FailureMode};
 pub use recorder::{OpenError, Recorder, StatsSnapshot};

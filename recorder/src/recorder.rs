@@ -43,6 +43,7 @@ use crate::fsutil;
 use crate::segment::{self, LogEnd, SegmentSettings, SessionTable};
 use crate::spool::{self, CommandRecord, FrameRecord, Kind, LogHeader, OpenSession};
 use crate::store::Store;
+use crate::upload::upload_loop;
 
 /// How often the writer thread writes the buffer out.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(2);
@@ -156,9 +157,9 @@ pub(crate) struct Inner {
     gateway_id: String,
     spool_dir: PathBuf,
     log_dir: PathBuf,
-    sealed_dir: PathBuf,
+    pub(crate) sealed_dir: PathBuf,
     settings: SegmentSettings,
-    store: Store,
+    pub(crate) store: Store,
     signing_key: ed25519_dalek::SigningKey,
     buffer: Mutex<Buffer>,
     log: Mutex<ActiveLog>,
@@ -171,8 +172,8 @@ pub(crate) struct Inner {
     uploader: OnceLock<Thread>,
     seal_tx: Mutex<Option<mpsc::Sender<SealJob>>>,
     closing: AtomicBool,
-    stop_uploads: AtomicBool,
-    upload_error: Mutex<Option<(String, Instant)>>,
+    pub(crate) stop_uploads: AtomicBool,
+    pub(crate) upload_error: Mutex<Option<(String, Instant)>>,
     _spool_lock: File,
 }
 
@@ -199,7 +200,7 @@ impl std::fmt::Debug for Recorder {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a recorder lock leaves consistent data (appends are
     // whole); keep recording rather than cascade the panic.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -1166,7 +1167,7 @@ impl Inner {
         std::fs::metadata(dir).and_then(|m| m.modified()).ok()
     }
 
-    fn sub_spool(&self, bytes: u64) {
+    pub(crate) fn sub_spool(&self, bytes: u64) {
         let _ = self
             .spool_bytes
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
@@ -1175,15 +1176,15 @@ impl Inner {
     }
 }
 
-const UPLOAD_LIST: &str = "upload.json";
+pub(crate) const UPLOAD_LIST: &str = "upload.json";
 
 /// What a sealed segment directory holds, for the uploader.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct UploadList {
-    source_log: String,
-    manifest_path: String,
+pub(crate) struct UploadList {
+    pub(crate) source_log: String,
+    pub(crate) manifest_path: String,
     /// Local file name and object path, uploaded in this order.
-    files: Vec<(String, String)>,
+    pub(crate) files: Vec<(String, String)>,
 }
 
 fn segment_dir_name(segment: u64) -> String {
@@ -1210,7 +1211,7 @@ fn list_logs(log_dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Sealed segment directories, oldest first.
-fn sealed_segments(sealed_dir: &Path) -> Vec<(u64, PathBuf)> {
+pub(crate) fn sealed_segments(sealed_dir: &Path) -> Vec<(u64, PathBuf)> {
     let mut out: Vec<(u64, PathBuf)> = std::fs::read_dir(sealed_dir)
         .map(|d| {
             d.flatten()
@@ -1318,98 +1319,4 @@ fn load_signing_key(config: &ArchiveConfig) -> Result<ed25519_dalek::SigningKey,
         "archive: no signing key configured (signing_key_env / signing_key_file); generated one"
     );
     Ok(key)
-}
-
-/// Uploads sealed segments in order, forever (until shutdown).
-fn upload_loop(inner: Arc<Inner>, runtime: tokio::runtime::Runtime) {
-    let mut backoff = Duration::from_millis(100);
-    let mut last_failed = false;
-    loop {
-        let next = sealed_segments(&inner.sealed_dir).into_iter().next();
-        let Some((segment, dir)) = next else {
-            if inner.stop_uploads.load(Ordering::SeqCst) {
-                return;
-            }
-            std::thread::park_timeout(Duration::from_millis(500));
-            continue;
-        };
-        if last_failed {
-            inner.stats.upload_retries.fetch_add(1, Ordering::Relaxed);
-        }
-        let result = runtime.block_on(upload_segment(&inner, &dir));
-        last_failed = result.is_err();
-        match result {
-            Ok(()) => {
-                let size = fsutil::dir_size(&dir);
-                if let Err(e) = std::fs::remove_dir_all(&dir) {
-                    tracing::error!(error = %e, dir = %dir.display(), "archive: cannot remove an uploaded segment from the spool");
-                    std::thread::sleep(Duration::from_secs(1));
-                    continue;
-                }
-                inner.sub_spool(size);
-                let _ =
-                    inner
-                        .segments_pending
-                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
-                            Some(v.saturating_sub(1))
-                        });
-                inner
-                    .stats
-                    .segments_uploaded
-                    .fetch_add(1, Ordering::Relaxed);
-                if let Some((_, since)) = lock(&inner.upload_error).take() {
-                    tracing::info!(
-                        segment,
-                        down_for_s = since.elapsed().as_secs(),
-                        "archive: object storage reachable again; uploading the queued segments in order"
-                    );
-                }
-                backoff = Duration::from_millis(100);
-            }
-            Err(e) => {
-                inner.stats.upload_failures.fetch_add(1, Ordering::Relaxed);
-                let mut err = lock(&inner.upload_error);
-                let first = err.is_none();
-                let since = err.as_ref().map(|(_, s)| *s).unwrap_or_else(Instant::now);
-                *err = Some((e.clone(), since));
-                drop(err);
-                if first || backoff >= Duration::from_secs(5) {
-                    tracing::warn!(
-                        segment,
-                        error = %e,
-                        spool_mib = inner.spool_bytes.load(Ordering::Relaxed) >> 20,
-                        limit_mib = inner.config.spool_limit_bytes >> 20,
-                        pending_segments = inner.segments_pending.load(Ordering::Relaxed),
-                        "archive: upload failed; segments stay in the spool and are retried in order"
-                    );
-                }
-                if inner.stop_uploads.load(Ordering::SeqCst) {
-                    // Shutdown gives up on a store that is down; the spool keeps it.
-                    return;
-                }
-                std::thread::park_timeout(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-        }
-    }
-}
-
-async fn upload_segment(inner: &Inner, dir: &Path) -> Result<(), String> {
-    let list: UploadList = serde_json::from_slice(
-        &std::fs::read(dir.join(UPLOAD_LIST)).map_err(|e| format!("{}: {e}", dir.display()))?,
-    )
-    .map_err(|e| format!("{}: {e}", dir.display()))?;
-    for (local, path) in &list.files {
-        inner
-            .store
-            .upload_file(&dir.join(local), path)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    // The manifest last: its presence says the segment is complete.
-    inner
-        .store
-        .upload_file(&dir.join("manifest.json"), &list.manifest_path)
-        .await
-        .map_err(|e| e.to_string())
 }
