@@ -219,7 +219,11 @@ impl JitStore {
         if let Some(b) = &backend {
             let t = now();
             for c in b.load()? {
-                let map = if c.is_expired(t) { &mut swept } else { &mut creds };
+                let map = if c.is_expired(t) {
+                    &mut swept
+                } else {
+                    &mut creds
+                };
                 map.insert(c.user.clone(), Arc::new(c));
             }
         }
@@ -442,9 +446,7 @@ mod tests {
         let store = JitStore::open(None, 8).unwrap();
         let mut g = grant();
         g.jit_max_ttl_secs = 1;
-        let m = store
-            .mint(&identity("a"), g, 1, NATIVE_PASSWORD)
-            .unwrap();
+        let m = store.mint(&identity("a"), g, 1, NATIVE_PASSWORD).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(2100));
         // A mint sweeps the expired entry out of the live set...
         store
