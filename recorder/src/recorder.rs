@@ -43,7 +43,7 @@ use crate::fsutil;
 use crate::segment::{self, LogEnd, SegmentSettings, SessionTable};
 use crate::spool::{self, CommandRecord, FrameRecord, Kind, LogHeader, OpenSession};
 use crate::store::Store;
-use crate::upload::upload_loop;
+use crate::upload::{self, upload_loop, UploadState};
 
 /// How often the writer thread writes the buffer out.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(2);
@@ -108,6 +108,9 @@ pub struct StatsSnapshot {
     pub spool_bytes: u64,
     /// Sealed segments waiting for upload.
     pub segments_pending: u64,
+    /// Segments found impossible to upload since the start (moved aside to
+    /// `sealed/<name>.broken`).
+    pub segments_broken: u64,
 }
 
 /// Per-session capture accounting for the payload cap.
@@ -154,11 +157,11 @@ struct SealJob {
 
 pub(crate) struct Inner {
     pub(crate) config: ArchiveConfig,
-    gateway_id: String,
+    pub(crate) gateway_id: String,
     spool_dir: PathBuf,
     log_dir: PathBuf,
     pub(crate) sealed_dir: PathBuf,
-    settings: SegmentSettings,
+    pub(crate) settings: SegmentSettings,
     pub(crate) store: Store,
     signing_key: ed25519_dalek::SigningKey,
     buffer: Mutex<Buffer>,
@@ -174,6 +177,7 @@ pub(crate) struct Inner {
     closing: AtomicBool,
     pub(crate) stop_uploads: AtomicBool,
     pub(crate) upload_error: Mutex<Option<(String, Instant)>>,
+    pub(crate) upload: UploadState,
     _spool_lock: File,
 }
 
@@ -301,6 +305,7 @@ impl Recorder {
             closing: AtomicBool::new(false),
             stop_uploads: AtomicBool::new(false),
             upload_error: Mutex::new(None),
+            upload: UploadState::open(&sealed_dir),
             _spool_lock: spool_lock,
             config,
         });
@@ -399,7 +404,15 @@ impl Recorder {
             fsyncs: get(&s.fsyncs),
             spool_bytes: get(&self.inner.spool_bytes),
             segments_pending: get(&self.inner.segments_pending),
+            segments_broken: get(&self.inner.upload.broken_total),
         }
+    }
+
+    /// Whether the archive keeps up, for the gateway's `/readyz`: an error
+    /// when the oldest sealed segment has waited for upload longer than
+    /// `upload_stuck_after_s`, or a segment could not be uploaded at all.
+    pub fn health(&self) -> Result<(), String> {
+        upload::health(&self.inner)
     }
 
     /// The recorder's metrics, for the gateway's `/metrics`
@@ -552,6 +565,10 @@ impl Tap for Recorder {
         }
     }
 
+    fn health(&self) -> Result<(), String> {
+        upload::health(&self.inner)
+    }
+
     fn record(&self, event: TapEvent) {
         let inner = &self.inner;
         let fail_open_full =
@@ -577,7 +594,7 @@ impl Tap for Recorder {
 }
 
 impl Inner {
-    fn spool_full(&self) -> bool {
+    pub(crate) fn spool_full(&self) -> bool {
         self.spool_bytes.load(Ordering::Relaxed) >= self.config.spool_limit_bytes
     }
 
@@ -1248,24 +1265,28 @@ fn initial_chain(
     gateway_id: &str,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<ChainState, OpenError> {
-    // Half-written sealed directories are redone from their log.
-    if let Ok(d) = std::fs::read_dir(sealed_dir) {
-        for e in d.flatten() {
-            if e.file_name().to_string_lossy().ends_with(".tmp") {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-    }
+    // Half-written sealed directories are redone from their log; uploaded
+    // ones whose deletion was cut short are finished.
+    upload::remove_leftovers(sealed_dir);
     let local = chain::load_local(spool_dir).map_err(|source| OpenError::Spool {
         path: chain::state_path(spool_dir),
         source,
     })?;
     if let Some((segment, dir)) = sealed_segments(sealed_dir).pop() {
-        let bytes =
-            std::fs::read(dir.join("manifest.json")).map_err(|source| OpenError::Spool {
-                path: dir.clone(),
-                source,
-            })?;
+        let bytes = match std::fs::read(dir.join("manifest.json")) {
+            Ok(bytes) => bytes,
+            // An uploaded segment partly deleted by an older version: the state
+            // file, written at every seal, knows the chain at least that far.
+            Err(_) if local.as_ref().is_some_and(|l| l.last_segment >= segment) => {
+                return Ok(local.unwrap_or_default());
+            }
+            Err(source) => {
+                return Err(OpenError::Spool {
+                    path: dir.clone(),
+                    source,
+                })
+            }
+        };
         let source_log = std::fs::read(dir.join(UPLOAD_LIST))
             .ok()
             .and_then(|b| serde_json::from_slice::<UploadList>(&b).ok())
