@@ -137,11 +137,12 @@ impl Metrics {
 }
 
 /// Serves `/metrics`, `/healthz` (the process is up) and `/readyz` (accepting
-/// connections) until `shutdown` resolves.
+/// connections, and the tap's recording keeps up) until `shutdown` resolves.
 pub async fn serve_admin(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    tap: Arc<dyn chaperone_schemas::tap::Tap>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<SocketAddr> {
     use axum::http::StatusCode;
@@ -167,11 +168,15 @@ pub async fn serve_admin(
             "/readyz",
             get(move || {
                 let ready = ready.load(Ordering::Relaxed);
+                let health = tap.health();
                 async move {
-                    if ready {
-                        (StatusCode::OK, "ready\n")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                    match (ready, health) {
+                        (true, Ok(())) => (StatusCode::OK, "ready\n".to_string()),
+                        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string()),
+                        (true, Err(why)) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("not ready: {why}\n"),
+                        ),
                     }
                 }
             }),
@@ -187,4 +192,63 @@ pub async fn serve_admin(
         }
     });
     Ok(local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chaperone_schemas::tap::{Tap, TapError};
+    use chaperone_schemas::TapEvent;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A tap whose recording does not keep up (as a stuck archive upload).
+    struct Stuck(Mutex<Option<String>>);
+
+    impl Tap for Stuck {
+        fn record_request(&self, _event: TapEvent) -> Result<(), TapError> {
+            Ok(())
+        }
+        fn record(&self, _event: TapEvent) {}
+        fn health(&self) -> Result<(), String> {
+            match self.0.lock().unwrap().clone() {
+                Some(why) => Err(why),
+                None => Ok(()),
+            }
+        }
+    }
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn readyz_fails_with_the_reason_while_the_tap_is_unhealthy() {
+        let tap = Arc::new(Stuck(Mutex::new(Some("archive uploads stuck".into()))));
+        let ready = Arc::new(AtomicBool::new(true));
+        let addr = serve_admin(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(Metrics::new()),
+            ready.clone(),
+            tap.clone(),
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
+        let answer = get(addr, "/readyz").await;
+        assert!(answer.starts_with("HTTP/1.0 503"), "{answer}");
+        assert!(
+            answer.ends_with("not ready: archive uploads stuck\n"),
+            "{answer}"
+        );
+        *tap.0.lock().unwrap() = None;
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.0 200"));
+        ready.store(false, Ordering::Relaxed);
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.0 503"));
+    }
 }

@@ -192,6 +192,7 @@ impl Gateway {
             addr,
             self.shared.metrics.clone(),
             self.ready.clone(),
+            self.shared.tap.clone(),
             async move { shutdown.cancelled().await },
         )
         .await?;

@@ -871,11 +871,27 @@ async fn jit_credentials_expire_and_belong_to_one_identity() {
     .err()
     .unwrap();
     assert_eq!(err.server().map(|e| e.code), Some(1045));
-    assert_logged(&format!(
-        "just-in-time credentials {} of alice expired",
-        a["user"].as_str().unwrap()
-    ))
+    // The refusal's audit record (written before the client gets its error),
+    // not the shared log: its reason is "expired" whether or not a mint swept
+    // the entry in between.
+    let user = a["user"].as_str().unwrap();
+    let refusal = |gw: &Gw| {
+        gw.refusals()
+            .into_iter()
+            .find(|(start, _)| start.client_user == user)
+    };
+    wait_until(secs(5), "the expired login's refusal is recorded", || {
+        refusal(&gw).is_some()
+    })
     .await;
+    let (start, reason) = refusal(&gw).unwrap();
+    assert!(
+        reason.starts_with(&format!(
+            "auth_failed: just-in-time credentials {user} of alice expired at "
+        )),
+        "{reason}"
+    );
+    assert_eq!(start.identity.subject, "alice");
 
     // No token, a bad token, a target the role does not grant.
     let r = gw

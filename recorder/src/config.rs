@@ -82,6 +82,14 @@ pub struct ArchiveConfig {
     /// override it). The gateway itself never deletes anything.
     #[serde(default)]
     pub retention: Option<RetentionConfig>,
+    /// One object upload (or store check) taking longer than this counts as a
+    /// failed upload: a hung store must not hold the uploader forever.
+    #[serde(default = "default_upload_timeout")]
+    pub upload_timeout_s: u64,
+    /// `/readyz` fails once the oldest sealed segment has waited this long for
+    /// upload (and while a segment that cannot be uploaded is in the spool).
+    #[serde(default = "default_upload_stuck_after")]
+    pub upload_stuck_after_s: u64,
 }
 
 /// `[archive.retention]`: what `chaperone retention` removes by default.
@@ -113,6 +121,12 @@ fn default_fsync_interval() -> u64 {
 }
 fn default_zstd_level() -> i32 {
     3
+}
+fn default_upload_timeout() -> u64 {
+    30
+}
+fn default_upload_stuck_after() -> u64 {
+    120
 }
 
 /// The `[archive]` section does not check out.
@@ -148,6 +162,8 @@ impl ArchiveConfig {
             payload_cap_bytes: None,
             zstd_level: default_zstd_level(),
             retention: None,
+            upload_timeout_s: default_upload_timeout(),
+            upload_stuck_after_s: default_upload_stuck_after(),
         }
     }
 
@@ -173,6 +189,12 @@ impl ArchiveConfig {
         }
         if !(1..=22).contains(&self.zstd_level) {
             return bad("`zstd_level` must be between 1 and 22");
+        }
+        if self.upload_timeout_s == 0 {
+            return bad("`upload_timeout_s` must be at least 1");
+        }
+        if self.upload_stuck_after_s == 0 {
+            return bad("`upload_stuck_after_s` must be at least 1");
         }
         if let Some(r) = &self.retention {
             chaperone_archive::since::parse_duration(&r.older_than)
@@ -214,6 +236,14 @@ impl ArchiveConfig {
 
     pub fn fsync_interval(&self) -> Duration {
         Duration::from_millis(self.fsync_interval_ms)
+    }
+
+    pub fn upload_timeout(&self) -> Duration {
+        Duration::from_secs(self.upload_timeout_s)
+    }
+
+    pub fn upload_stuck_after(&self) -> Duration {
+        Duration::from_secs(self.upload_stuck_after_s)
     }
 }
 

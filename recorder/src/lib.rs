@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod recorder;
 pub mod segment;
 pub mod spool;
+mod upload;
 
 pub use chaperone_store::{Store, StoreError};
 pub use config::{ArchiveConfig, Durability, FailureMode};

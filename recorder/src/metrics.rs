@@ -90,6 +90,24 @@ impl Collector for RecorderMetrics {
             "Age of the oldest sealed segment not yet uploaded (0: none waiting)",
             lag,
         )?;
+        gauge(
+            &mut e,
+            "archive_upload_stuck",
+            "1 while /readyz fails for the archive: the oldest sealed segment waited longer than upload_stuck_after_s, or a segment could not be uploaded",
+            if crate::upload::health(inner).is_err() { 1.0 } else { 0.0 },
+        )?;
+        gauge(
+            &mut e,
+            "archive_segments_broken",
+            "Segments that cannot be uploaded, moved aside in the spool (sealed/*.broken) until an operator removes them",
+            get(&inner.upload.broken_now) as f64,
+        )?;
+        counter(
+            &mut e,
+            "archive_segments_found_broken",
+            "Segments found impossible to upload since the start (each is logged with upload_stuck)",
+            get(&inner.upload.broken_total),
+        )?;
         counter(
             &mut e,
             "archive_frames_recorded",

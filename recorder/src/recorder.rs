@@ -40,6 +40,7 @@ use chaperone_schemas::tap::{Tap, TapError};
 use crate::config::{ArchiveConfig, Durability, FailureMode};
 use crate::segment::{self, LogEnd, SegmentSettings, SessionTable};
 use crate::spool::{self, CommandRecord, FrameRecord, Kind, LogHeader, OpenSession};
+use crate::upload::{self, upload_loop, UploadState};
 use chaperone_archive::chain::{self, ChainState};
 use chaperone_archive::fsutil;
 use chaperone_store::Store;
@@ -107,6 +108,9 @@ pub struct StatsSnapshot {
     pub spool_bytes: u64,
     /// Sealed segments waiting for upload.
     pub segments_pending: u64,
+    /// Segments found impossible to upload since the start (moved aside to
+    /// `sealed/<name>.broken`).
+    pub segments_broken: u64,
 }
 
 /// Per-session capture accounting for the payload cap.
@@ -153,12 +157,12 @@ struct SealJob {
 
 pub(crate) struct Inner {
     pub(crate) config: ArchiveConfig,
-    gateway_id: String,
+    pub(crate) gateway_id: String,
     spool_dir: PathBuf,
     log_dir: PathBuf,
-    sealed_dir: PathBuf,
-    settings: SegmentSettings,
-    store: Store,
+    pub(crate) sealed_dir: PathBuf,
+    pub(crate) settings: SegmentSettings,
+    pub(crate) store: Store,
     signing_key: ed25519_dalek::SigningKey,
     buffer: Mutex<Buffer>,
     log: Mutex<ActiveLog>,
@@ -171,8 +175,9 @@ pub(crate) struct Inner {
     uploader: OnceLock<Thread>,
     seal_tx: Mutex<Option<mpsc::Sender<SealJob>>>,
     closing: AtomicBool,
-    stop_uploads: AtomicBool,
-    upload_error: Mutex<Option<(String, Instant)>>,
+    pub(crate) stop_uploads: AtomicBool,
+    pub(crate) upload_error: Mutex<Option<(String, Instant)>>,
+    pub(crate) upload: UploadState,
     _spool_lock: File,
 }
 
@@ -199,7 +204,7 @@ impl std::fmt::Debug for Recorder {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a recorder lock leaves consistent data (appends are
     // whole); keep recording rather than cascade the panic.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -300,6 +305,7 @@ impl Recorder {
             closing: AtomicBool::new(false),
             stop_uploads: AtomicBool::new(false),
             upload_error: Mutex::new(None),
+            upload: UploadState::open(&sealed_dir),
             _spool_lock: spool_lock,
             config,
         });
@@ -398,7 +404,15 @@ impl Recorder {
             fsyncs: get(&s.fsyncs),
             spool_bytes: get(&self.inner.spool_bytes),
             segments_pending: get(&self.inner.segments_pending),
+            segments_broken: get(&self.inner.upload.broken_total),
         }
+    }
+
+    /// Whether the archive keeps up, for the gateway's `/readyz`: an error
+    /// when the oldest sealed segment has waited for upload longer than
+    /// `upload_stuck_after_s`, or a segment could not be uploaded at all.
+    pub fn health(&self) -> Result<(), String> {
+        upload::health(&self.inner)
     }
 
     /// The recorder's metrics, for the gateway's `/metrics`
@@ -551,6 +565,10 @@ impl Tap for Recorder {
         }
     }
 
+    fn health(&self) -> Result<(), String> {
+        upload::health(&self.inner)
+    }
+
     fn record(&self, event: TapEvent) {
         let inner = &self.inner;
         let fail_open_full =
@@ -576,7 +594,7 @@ impl Tap for Recorder {
 }
 
 impl Inner {
-    fn spool_full(&self) -> bool {
+    pub(crate) fn spool_full(&self) -> bool {
         self.spool_bytes.load(Ordering::Relaxed) >= self.config.spool_limit_bytes
     }
 
@@ -1166,7 +1184,7 @@ impl Inner {
         std::fs::metadata(dir).and_then(|m| m.modified()).ok()
     }
 
-    fn sub_spool(&self, bytes: u64) {
+    pub(crate) fn sub_spool(&self, bytes: u64) {
         let _ = self
             .spool_bytes
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
@@ -1175,15 +1193,15 @@ impl Inner {
     }
 }
 
-const UPLOAD_LIST: &str = "upload.json";
+pub(crate) const UPLOAD_LIST: &str = "upload.json";
 
 /// What a sealed segment directory holds, for the uploader.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct UploadList {
-    source_log: String,
-    manifest_path: String,
+pub(crate) struct UploadList {
+    pub(crate) source_log: String,
+    pub(crate) manifest_path: String,
     /// Local file name and object path, uploaded in this order.
-    files: Vec<(String, String)>,
+    pub(crate) files: Vec<(String, String)>,
 }
 
 fn segment_dir_name(segment: u64) -> String {
@@ -1210,7 +1228,7 @@ fn list_logs(log_dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Sealed segment directories, oldest first.
-fn sealed_segments(sealed_dir: &Path) -> Vec<(u64, PathBuf)> {
+pub(crate) fn sealed_segments(sealed_dir: &Path) -> Vec<(u64, PathBuf)> {
     let mut out: Vec<(u64, PathBuf)> = std::fs::read_dir(sealed_dir)
         .map(|d| {
             d.flatten()
@@ -1247,24 +1265,28 @@ fn initial_chain(
     gateway_id: &str,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<ChainState, OpenError> {
-    // Half-written sealed directories are redone from their log.
-    if let Ok(d) = std::fs::read_dir(sealed_dir) {
-        for e in d.flatten() {
-            if e.file_name().to_string_lossy().ends_with(".tmp") {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-    }
+    // Half-written sealed directories are redone from their log; uploaded
+    // ones whose deletion was cut short are finished.
+    upload::remove_leftovers(sealed_dir);
     let local = chain::load_local(spool_dir).map_err(|source| OpenError::Spool {
         path: chain::state_path(spool_dir),
         source,
     })?;
     if let Some((segment, dir)) = sealed_segments(sealed_dir).pop() {
-        let bytes =
-            std::fs::read(dir.join("manifest.json")).map_err(|source| OpenError::Spool {
-                path: dir.clone(),
-                source,
-            })?;
+        let bytes = match std::fs::read(dir.join("manifest.json")) {
+            Ok(bytes) => bytes,
+            // An uploaded segment partly deleted by an older version: the state
+            // file, written at every seal, knows the chain at least that far.
+            Err(_) if local.as_ref().is_some_and(|l| l.last_segment >= segment) => {
+                return Ok(local.unwrap_or_default());
+            }
+            Err(source) => {
+                return Err(OpenError::Spool {
+                    path: dir.clone(),
+                    source,
+                })
+            }
+        };
         let source_log = std::fs::read(dir.join(UPLOAD_LIST))
             .ok()
             .and_then(|b| serde_json::from_slice::<UploadList>(&b).ok())
@@ -1318,98 +1340,4 @@ fn load_signing_key(config: &ArchiveConfig) -> Result<ed25519_dalek::SigningKey,
         "archive: no signing key configured (signing_key_env / signing_key_file); generated one"
     );
     Ok(key)
-}
-
-/// Uploads sealed segments in order, forever (until shutdown).
-fn upload_loop(inner: Arc<Inner>, runtime: tokio::runtime::Runtime) {
-    let mut backoff = Duration::from_millis(100);
-    let mut last_failed = false;
-    loop {
-        let next = sealed_segments(&inner.sealed_dir).into_iter().next();
-        let Some((segment, dir)) = next else {
-            if inner.stop_uploads.load(Ordering::SeqCst) {
-                return;
-            }
-            std::thread::park_timeout(Duration::from_millis(500));
-            continue;
-        };
-        if last_failed {
-            inner.stats.upload_retries.fetch_add(1, Ordering::Relaxed);
-        }
-        let result = runtime.block_on(upload_segment(&inner, &dir));
-        last_failed = result.is_err();
-        match result {
-            Ok(()) => {
-                let size = fsutil::dir_size(&dir);
-                if let Err(e) = std::fs::remove_dir_all(&dir) {
-                    tracing::error!(error = %e, dir = %dir.display(), "archive: cannot remove an uploaded segment from the spool");
-                    std::thread::sleep(Duration::from_secs(1));
-                    continue;
-                }
-                inner.sub_spool(size);
-                let _ =
-                    inner
-                        .segments_pending
-                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
-                            Some(v.saturating_sub(1))
-                        });
-                inner
-                    .stats
-                    .segments_uploaded
-                    .fetch_add(1, Ordering::Relaxed);
-                if let Some((_, since)) = lock(&inner.upload_error).take() {
-                    tracing::info!(
-                        segment,
-                        down_for_s = since.elapsed().as_secs(),
-                        "archive: object storage reachable again; uploading the queued segments in order"
-                    );
-                }
-                backoff = Duration::from_millis(100);
-            }
-            Err(e) => {
-                inner.stats.upload_failures.fetch_add(1, Ordering::Relaxed);
-                let mut err = lock(&inner.upload_error);
-                let first = err.is_none();
-                let since = err.as_ref().map(|(_, s)| *s).unwrap_or_else(Instant::now);
-                *err = Some((e.clone(), since));
-                drop(err);
-                if first || backoff >= Duration::from_secs(5) {
-                    tracing::warn!(
-                        segment,
-                        error = %e,
-                        spool_mib = inner.spool_bytes.load(Ordering::Relaxed) >> 20,
-                        limit_mib = inner.config.spool_limit_bytes >> 20,
-                        pending_segments = inner.segments_pending.load(Ordering::Relaxed),
-                        "archive: upload failed; segments stay in the spool and are retried in order"
-                    );
-                }
-                if inner.stop_uploads.load(Ordering::SeqCst) {
-                    // Shutdown gives up on a store that is down; the spool keeps it.
-                    return;
-                }
-                std::thread::park_timeout(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-        }
-    }
-}
-
-async fn upload_segment(inner: &Inner, dir: &Path) -> Result<(), String> {
-    let list: UploadList = serde_json::from_slice(
-        &std::fs::read(dir.join(UPLOAD_LIST)).map_err(|e| format!("{}: {e}", dir.display()))?,
-    )
-    .map_err(|e| format!("{}: {e}", dir.display()))?;
-    for (local, path) in &list.files {
-        inner
-            .store
-            .upload_file(&dir.join(local), path)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    // The manifest last: its presence says the segment is complete.
-    inner
-        .store
-        .upload_file(&dir.join("manifest.json"), &list.manifest_path)
-        .await
-        .map_err(|e| e.to_string())
 }

@@ -22,6 +22,13 @@ pub trait Tap: Send + Sync + 'static {
 
     /// Records anything else: responses, summaries, session rows. Must not block.
     fn record(&self, event: TapEvent);
+
+    /// Whether recording keeps up (for `/readyz`): an error says what is wrong,
+    /// e.g. archive uploads stuck. Must not block (called by the admin
+    /// endpoint's handler).
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Records nothing. For a gateway with recording disabled, and benchmarks.

@@ -191,6 +191,16 @@ impl Store {
             .await?)
     }
 
+    /// Reads a whole object, or `None` if there is none at `path` (any other
+    /// error is an error: "absent" must never be guessed from an outage).
+    pub async fn get_if_exists(&self, path: &str) -> Result<Option<Bytes>, StoreError> {
+        match self.inner.get(&ObjectPath::from(path)).await {
+            Ok(r) => Ok(Some(r.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Lists object paths under `prefix`, sorted.
     pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
         let mut out: Vec<(String, u64)> = self

@@ -167,9 +167,19 @@ impl CredentialBackend for FileBackend {
     }
 }
 
+/// How long swept (expired) credentials are still recognised, so that a login
+/// with them is refused as expired rather than as unknown.
+const REMEMBER_EXPIRED_SECS: i64 = 3600;
+/// At most this many swept credentials are remembered (the oldest go first).
+const MAX_REMEMBERED: usize = 10_000;
+
 /// The live credentials.
 pub struct JitStore {
     creds: RwLock<HashMap<String, Arc<Credential>>>,
+    /// Credentials a mint swept out after they expired. A login refusal must
+    /// not depend on whether a mint happened to sweep in between: the client
+    /// and the audit record get "expired" either way.
+    swept: RwLock<HashMap<String, Arc<Credential>>>,
     backend: Option<Box<dyn CredentialBackend>>,
     max_per_identity: usize,
 }
@@ -205,27 +215,64 @@ impl JitStore {
         max_per_identity: usize,
     ) -> Result<Self, JitError> {
         let mut creds = HashMap::new();
+        let mut swept = HashMap::new();
         if let Some(b) = &backend {
             let t = now();
             for c in b.load()? {
-                if !c.is_expired(t) {
-                    creds.insert(c.user.clone(), Arc::new(c));
-                }
+                let map = if c.is_expired(t) {
+                    &mut swept
+                } else {
+                    &mut creds
+                };
+                map.insert(c.user.clone(), Arc::new(c));
             }
         }
         Ok(JitStore {
             creds: RwLock::new(creds),
+            swept: RwLock::new(swept),
             backend,
             max_per_identity,
         })
     }
 
-    /// Live credentials for `user`, if any.
+    /// The credentials for `user`, if any: live ones, or ones that expired
+    /// recently (swept or not; check [`Credential::is_expired`]). Revoked
+    /// credentials are forgotten at once.
     pub fn get(&self, user: &str) -> Option<Arc<Credential>> {
         if !user.starts_with(USER_PREFIX) {
             return None;
         }
-        self.creds.read().expect("jit lock").get(user).cloned()
+        if let Some(c) = self.creds.read().expect("jit lock").get(user) {
+            return Some(c.clone());
+        }
+        self.swept.read().expect("jit lock").get(user).cloned()
+    }
+
+    /// Moves expired credentials out of the live set (they stay recognised for
+    /// [`REMEMBER_EXPIRED_SECS`]).
+    fn sweep(&self, creds: &mut HashMap<String, Arc<Credential>>, t: i64) {
+        let expired: Vec<String> = creds
+            .iter()
+            .filter(|(_, c)| c.is_expired(t))
+            .map(|(u, _)| u.clone())
+            .collect();
+        let mut swept = self.swept.write().expect("jit lock");
+        swept.retain(|_, c| t - c.expires_at < REMEMBER_EXPIRED_SECS);
+        for user in expired {
+            if let Some(c) = creds.remove(&user) {
+                swept.insert(user, c);
+            }
+        }
+        while swept.len() > MAX_REMEMBERED {
+            let Some(oldest) = swept
+                .iter()
+                .min_by_key(|(_, c)| c.expires_at)
+                .map(|(u, _)| u.clone())
+            else {
+                break;
+            };
+            swept.remove(&oldest);
+        }
     }
 
     /// Mints credentials for a verified identity and the grant its role gave.
@@ -270,7 +317,7 @@ impl JitStore {
             expires_at: cred.expires_at,
         };
         let mut creds = self.creds.write().expect("jit lock");
-        creds.retain(|_, c| !c.is_expired(t));
+        self.sweep(&mut creds, t);
         let owner = owner_of(&cred.identity);
         let mine = creds
             .values()
@@ -392,5 +439,23 @@ mod tests {
             Err(JitError::TooMany(2))
         ));
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn swept_credentials_are_still_recognised_as_expired() {
+        let store = JitStore::open(None, 8).unwrap();
+        let mut g = grant();
+        g.jit_max_ttl_secs = 1;
+        let m = store.mint(&identity("a"), g, 1, NATIVE_PASSWORD).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        // A mint sweeps the expired entry out of the live set...
+        store
+            .mint(&identity("b"), grant(), 30, NATIVE_PASSWORD)
+            .unwrap();
+        assert!(!store.creds.read().unwrap().contains_key(&m.user));
+        // ...yet a login still finds it, expired, and refuses it as expired.
+        let c = store.get(&m.user).expect("remembered");
+        assert!(c.is_expired(now()));
+        assert!(c.verify_password(m.password.as_bytes()));
     }
 }

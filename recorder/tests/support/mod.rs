@@ -267,6 +267,11 @@ impl Moto {
         m
     }
 
+    /// The server's process id (to SIGSTOP it: a store that hangs).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("moto runs").id()
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
