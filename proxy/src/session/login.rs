@@ -1,7 +1,35 @@
 //! Logging in: the greeting, TLS, the client's authentication (password or
 //! workload identity), the gateway's own login upstream, and COM_CHANGE_USER.
 
-use super::*;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chaperone_mysql::protocol::command::COM_QUIT;
+use chaperone_mysql::protocol::handshake::{
+    self, ClientHello, Greeting, CACHING_SHA2_PASSWORD, CLEAR_PASSWORD, FAST_AUTH_SUCCESS,
+    PERFORM_FULL_AUTHENTICATION,
+};
+use chaperone_mysql::protocol::lenenc::Reader;
+use chaperone_mysql::protocol::response::{
+    codes, encode_ok, ErrInfo, OkInfo, SERVER_STATUS_AUTOCOMMIT,
+};
+use chaperone_mysql::protocol::{CapabilityFlags, Malformed, Packet, PacketCodec, PacketError};
+use chaperone_mysql::stream::Stream;
+use chaperone_mysql::upstream::{Upstream, UpstreamError, UpstreamRequest};
+use chaperone_schemas::event::now_ns;
+use chaperone_schemas::{CommandSummary, SessionEnd, SessionStart, TapEvent};
+use futures::SinkExt;
+use tokio_util::codec::Framed;
+use tracing::{debug, warn};
+
+use super::{
+    new_session_id, random_scramble, read_first_packet, read_packet, Conn, End, Login, Session,
+    SessionError, GATEWAY_CAPABILITIES, GATEWAY_MARIADB_CAPABILITIES,
+};
+use crate::auth::{AuthError, Grant, LoginContext, Proof};
+use crate::server::Shared;
 
 impl Session {
     pub(super) async fn handshake(
@@ -416,7 +444,7 @@ impl Session {
             Ok(v) => v,
             Err(e) => {
                 let err = ErrInfo::new(codes::MALFORMED_PACKET, "08S01", format!("Chaperone: {e}"));
-                self.refuse(summary, COM_CHANGE_USER, err).await?;
+                self.refuse(summary, err).await?;
                 return Ok(Some(End::Protocol(e.to_string())));
             }
         };

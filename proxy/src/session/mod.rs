@@ -3,47 +3,41 @@
 //! command and its response while handing each frame to the tap.
 //!
 //! - [`login`]: handshake, TLS, authentication, the upstream login, COM_CHANGE_USER;
-//! - [`dispatch`]: one command judged, forwarded, its response relayed and recorded.
+//! - [`step`]: one command, the loop's step: recorded, judged by its handler
+//!   in [`commands`], forwarded, its response relayed ([`relay`]) and its
+//!   summary recorded ([`reply`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chaperone_schemas::event::now_ns;
-use chaperone_schemas::{CommandSummary, Direction, Frame, SessionEnd, SessionStart, TapEvent};
+use chaperone_schemas::{Direction, Frame, SessionEnd, SessionStart, TapEvent};
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::auth::{AuthError, Grant, LoginContext, Proof};
-use crate::guardrails::{GuardError, SqlCommand};
-use crate::metrics::{CommandLabels, DirectionLabels};
-use crate::registry::{self, KillInText, LiveSession};
+use crate::auth::Grant;
+use crate::registry::LiveSession;
 use crate::server::Shared;
-use chaperone_mysql::protocol::command::{self, *};
-use chaperone_mysql::protocol::exchange::{Exchange, ResponseFacts, Step};
-use chaperone_mysql::protocol::execute::{self, PreparedStatement};
-use chaperone_mysql::protocol::handshake::{
-    self, ClientHello, Greeting, CACHING_SHA2_PASSWORD, CLEAR_PASSWORD, FAST_AUTH_SUCCESS,
-    PERFORM_FULL_AUTHENTICATION, SCRAMBLE_LEN,
-};
-use chaperone_mysql::protocol::lenenc::Reader;
-use chaperone_mysql::protocol::response::{
-    codes, encode_ok, ErrInfo, OkInfo, SERVER_STATUS_AUTOCOMMIT,
-};
+use chaperone_mysql::protocol::command::COM_QUIT;
+use chaperone_mysql::protocol::execute::PreparedStatement;
+use chaperone_mysql::protocol::handshake::{ClientHello, SCRAMBLE_LEN};
+use chaperone_mysql::protocol::response::{codes, ErrInfo};
 use chaperone_mysql::protocol::{
     CapabilityFlags, Malformed, MariadbCapabilities, Packet, PacketCodec, PacketError,
 };
 use chaperone_mysql::stream::Stream;
-use chaperone_mysql::upstream::{Upstream, UpstreamError, UpstreamRequest};
-use chaperone_sql::AnalysisCache;
+use chaperone_mysql::upstream::Upstream;
 
-mod dispatch;
+mod commands;
 mod login;
+mod relay;
+mod reply;
+mod step;
 
 type Conn = Framed<Stream, PacketCodec>;
 
@@ -525,17 +519,9 @@ fn new_session_id() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::dispatch::use_database;
     use super::login::parse_change_user;
     use super::*;
-
-    #[test]
-    fn use_database_forms() {
-        assert_eq!(use_database(b"USE shop"), Some("shop".into()));
-        assert_eq!(use_database(b"use `my db`;"), None);
-        assert_eq!(use_database(b"use `a``b`"), Some("a`b".into()));
-        assert_eq!(use_database(b"SELECT 1"), None);
-    }
+    use chaperone_mysql::protocol::command::COM_CHANGE_USER;
 
     #[test]
     fn change_user_parsing() {

@@ -1,0 +1,44 @@
+//! COM_STMT_PREPARE: the statement is analysed and judged once here; its
+//! analysis and verdict are kept with it (`Then::Prepared`) for its executions.
+
+use chaperone_mysql::protocol::Packet;
+use chaperone_schemas::CommandSummary;
+use chaperone_sql::AnalysisCache;
+
+use super::kill::kill_not_alone;
+use super::{masking_denied, Forward, Judged, Then};
+use crate::registry::{self, KillInText};
+use crate::session::Session;
+
+impl Session {
+    pub(in crate::session) async fn judge_prepare(
+        &mut self,
+        packet: &Packet,
+        summary: &mut CommandSummary,
+    ) -> Judged {
+        let sql = &packet.payload[1..];
+        let text = String::from_utf8_lossy(sql).into_owned();
+        let analysis = AnalysisCache::shared().analyze(&text);
+        summary.sql = Some(text);
+        analysis.record_into(summary, self.database.as_deref());
+        let mut guard = None;
+        if self.guard.active() {
+            match self.check_statement(sql, &analysis, true, summary).await {
+                Ok(g) => guard = Some(g),
+                Err(e) => return Judged::Guard(e),
+            }
+        }
+        if registry::find_kill(sql, &analysis) != KillInText::Absent {
+            return Judged::Refuse(kill_not_alone());
+        }
+        let sql_text = summary.sql.as_deref().unwrap_or_default();
+        match self.masking.check(sql_text, self.database.as_deref()) {
+            Ok(lineage) => self.masking.prepared(lineage),
+            Err(denial) => return Judged::Refuse(masking_denied(denial)),
+        }
+        Judged::Forward(Forward {
+            bytes: packet.payload.clone(),
+            then: Then::Prepared { analysis, guard },
+        })
+    }
+}
