@@ -2,6 +2,8 @@
 //! through an in-process gateway recording to a local directory; the catalog's
 //! answers checked against DuckDB reading the same files.
 
+// The recorder's test helpers (a temporary archive, moto, fake sessions).
+#[path = "../recorder/tests/support/mod.rs"]
 mod support;
 
 use std::collections::BTreeMap;
@@ -32,10 +34,7 @@ fn inline(password: &str) -> SecretSource {
 /// `deploy/chaperone.toml` on an ephemeral port in front of the test MariaDB,
 /// with two agents (mysql_native_password, which every client speaks).
 fn gateway_config() -> Config {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_path_buf();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut config = Config::load(&root.join("deploy/chaperone.toml")).expect("deploy config");
     config.gateway.listen = "127.0.0.1:0".parse().expect("address");
     config.gateway.admin_listen = None;
