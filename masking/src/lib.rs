@@ -21,7 +21,7 @@ use std::sync::Arc;
 pub use rewrite::{ColumnPlan, ResponseMasker};
 pub use rules::{Masking, MaskingConfig, Policy, Rule};
 
-use chaperone_sql::lineage::{lineage, SourceColumn, StatementLineage};
+use chaperone_sql::{Analysis, SourceColumn, StatementLineage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaskingError {
@@ -63,21 +63,23 @@ impl SessionMasking {
         self.policy.is_some()
     }
 
-    /// Checks a statement's SQL (COM_QUERY, COM_STMT_PREPARE) and returns its
-    /// lineage; Err: strict mode denies it.
+    /// Checks a statement (COM_QUERY, COM_STMT_PREPARE) by the lineage its
+    /// analysis found (no second parse) and returns that lineage; Err: strict
+    /// mode denies it. `sql` is the statement's text.
     pub fn check(
         &self,
         sql: &str,
+        analysis: &Analysis,
         database: Option<&str>,
     ) -> Result<Arc<Vec<StatementLineage>>, Denial> {
         let Some(policy) = &self.policy else {
             return Ok(Arc::new(Vec::new()));
         };
-        let parsed = lineage(sql);
+        let parsed = &analysis.lineage;
         if policy.strict {
-            match &parsed {
+            match parsed {
                 Ok(statements) => {
-                    for st in statements {
+                    for st in statements.iter() {
                         for (col, why) in &st.opaque {
                             if let Some(rule) = covering_rule(policy, col, &st.tables, database) {
                                 return Err(Denial(format!(
@@ -102,7 +104,7 @@ impl SessionMasking {
                 }
             }
         }
-        Ok(Arc::new(parsed.unwrap_or_default()))
+        Ok(parsed.clone().unwrap_or_default())
     }
 
     /// A masker for a command's response. `lineage`: the statement's, from
@@ -250,26 +252,54 @@ mod tests {
     fn strict_mode_denies_opaque_uses_of_protected_columns() {
         let s = session(true);
         assert!(s
-            .check("SELECT email, name FROM customers", Some("shop"))
+            .check(
+                "SELECT email, name FROM customers",
+                &chaperone_sql::analyze("SELECT email, name FROM customers"),
+                Some("shop")
+            )
             .is_ok());
         assert!(s
-            .check("SELECT CONCAT(email, 'x') FROM customers", Some("shop"))
+            .check(
+                "SELECT CONCAT(email, 'x') FROM customers",
+                &chaperone_sql::analyze("SELECT CONCAT(email, 'x') FROM customers"),
+                Some("shop")
+            )
             .is_ok());
         let d = s
-            .check("SELECT HEX(email) FROM customers", Some("shop"))
+            .check(
+                "SELECT HEX(email) FROM customers",
+                &chaperone_sql::analyze("SELECT HEX(email) FROM customers"),
+                Some("shop"),
+            )
             .unwrap_err();
         assert!(d.0.contains("HEX()"), "{}", d.0);
         assert!(s
-            .check("SELECT HEX(email) FROM orders", Some("shop"))
+            .check(
+                "SELECT HEX(email) FROM orders",
+                &chaperone_sql::analyze("SELECT HEX(email) FROM orders"),
+                Some("shop")
+            )
             .is_ok());
         assert!(s
-            .check("SELECT email INTO @x FROM customers LIMIT 1", None)
+            .check(
+                "SELECT email INTO @x FROM customers LIMIT 1",
+                &chaperone_sql::analyze("SELECT email INTO @x FROM customers LIMIT 1"),
+                None
+            )
             .is_err());
         assert!(s
-            .check("SELECT REVERSE(c.email) FROM shop.customers c", None)
+            .check(
+                "SELECT REVERSE(c.email) FROM shop.customers c",
+                &chaperone_sql::analyze("SELECT REVERSE(c.email) FROM shop.customers c"),
+                None
+            )
             .is_err());
         assert!(session(false)
-            .check("SELECT HEX(email) FROM customers", None)
+            .check(
+                "SELECT HEX(email) FROM customers",
+                &chaperone_sql::analyze("SELECT HEX(email) FROM customers"),
+                None
+            )
             .is_ok());
     }
 

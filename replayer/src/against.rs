@@ -25,6 +25,7 @@ use chaperone_mysql::protocol::command::*;
 use chaperone_mysql::protocol::exchange::{Exchange, PacketKind, ResponseFacts, Step};
 use chaperone_mysql::protocol::{CapabilityFlags, Packet};
 use chaperone_mysql::upstream::{Target, Upstream, UpstreamRequest};
+use chaperone_sql::AnalysisCache;
 use futures::{SinkExt, StreamExt};
 use serde::Serialize;
 
@@ -504,7 +505,7 @@ fn skip_reason(st: &Statement, command: u8, options: &AgainstOptions) -> Option<
 
 /// The recorded role's masking, replayed: the gateway's [`SessionMasking`],
 /// driven by the recorded requests the way a gateway session drives it
-/// (`proxy/src/session/dispatch.rs`), with prepared statements known by their recorded
+/// (`proxy/src/session/step.rs`), with prepared statements known by their recorded
 /// ids; and the name of the profile that applies (None: nothing is masked).
 struct ReplayMasking(SessionMasking, Option<String>);
 
@@ -518,12 +519,14 @@ impl ReplayMasking {
         match command {
             COM_QUERY => {
                 // What strict mode refuses was refused when recorded, and is skipped.
-                let lineage = self.0.check(sql, database).unwrap_or_default();
+                let analysis = AnalysisCache::shared().analyze(sql);
+                let lineage = self.0.check(sql, &analysis, database).unwrap_or_default();
                 self.0.masker(false, &lineage, Some(sql), database)
             }
             COM_STMT_PREPARE => {
+                let analysis = AnalysisCache::shared().analyze(sql);
                 self.0
-                    .prepared(self.0.check(sql, database).unwrap_or_default());
+                    .prepared(self.0.check(sql, &analysis, database).unwrap_or_default());
                 None
             }
             COM_STMT_EXECUTE => {

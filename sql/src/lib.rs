@@ -21,6 +21,8 @@ pub mod lexer;
 pub mod lineage;
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use chaperone_schemas::CommandSummary;
 use sqlparser::dialect::MySqlDialect;
@@ -29,6 +31,7 @@ use sqlparser::parser::Parser;
 pub use cache::AnalysisCache;
 pub use facts::StatementFacts;
 pub use features::{Features, StatementKind};
+pub use lineage::{SourceColumn, StatementLineage};
 
 /// What kind of statement a SQL text is. Guardrails decide on it; the record
 /// keeps it as [`StatementClass::as_str`].
@@ -135,6 +138,10 @@ pub struct Analysis {
     pub statements: Vec<StatementFacts>,
     /// The first parse error, if any statement could not be parsed.
     pub parse_error: Option<String>,
+    /// Where each statement's output columns come from, for masking: from the
+    /// same parse as the facts (Err: some statement could not be parsed, or the
+    /// text was too long or unreadable to parse).
+    pub lineage: Result<Arc<Vec<StatementLineage>>, String>,
 }
 
 impl Analysis {
@@ -144,6 +151,7 @@ impl Analysis {
             normalized,
             class: StatementClass::Unparsed,
             statements: vec![StatementFacts::unparsed(error.clone())],
+            lineage: Err(error.clone()),
             parse_error: Some(error),
         }
     }
@@ -223,7 +231,7 @@ fn analyze_normalized(sql: &str, normalized: String) -> Analysis {
         );
     }
     let code = lexer::open_executable_comments(sql);
-    let statements = parse(&code);
+    let (statements, lineage) = parse(&code);
     let class = statements
         .iter()
         .map(|s| s.class)
@@ -236,8 +244,18 @@ fn analyze_normalized(sql: &str, normalized: String) -> Analysis {
         class,
         statements,
         parse_error,
+        lineage: lineage.map(Arc::new),
     }
 }
+
+/// How many SQL texts have been parsed in this process (each text once, by
+/// [`analyze`]; the cache saves the rest). Tests assert the hot path parses a
+/// statement once.
+pub fn texts_parsed() -> u64 {
+    TEXTS_PARSED.load(Ordering::Relaxed)
+}
+
+static TEXTS_PARSED: AtomicU64 = AtomicU64::new(0);
 
 /// Parses a text with its executable comments opened, statement by statement
 /// as the gateway's lexer splits it (the server's view), and adds each
@@ -246,15 +264,17 @@ fn analyze_normalized(sql: &str, normalized: String) -> Analysis {
 /// part the parser reads as more than one statement is unparsed: the two must
 /// never disagree on what runs. One unparsable statement does not hide what
 /// the others do.
-fn parse(code: &str) -> Vec<StatementFacts> {
+fn parse(code: &str) -> (Vec<StatementFacts>, Result<Vec<StatementLineage>, String>) {
+    TEXTS_PARSED.fetch_add(1, Ordering::Relaxed);
     let dialect = MySqlDialect {};
     let Ok(parts) = lexer::split_statements(code) else {
-        return vec![StatementFacts::unparsed(
-            "cannot split the SQL text into statements".into(),
-        )];
+        let error = "cannot split the SQL text into statements".to_string();
+        return (vec![StatementFacts::unparsed(error.clone())], Err(error));
     };
+    let mut lineage = Ok(Vec::with_capacity(parts.len()));
     let mut facts: Vec<StatementFacts> = match Parser::parse_sql(&dialect, code) {
         Ok(statements) if statements.len() == parts.len() => {
+            lineage = Ok(statements.iter().map(lineage::of_statement).collect());
             statements.iter().map(StatementFacts::of).collect()
         }
         Err(whole) if parts.len() <= 1 => {
@@ -262,18 +282,30 @@ fn parse(code: &str) -> Vec<StatementFacts> {
             if let Some(&(start, end)) = parts.first() {
                 f.add_lexical(features::scan(&code[start..end]));
             }
-            return vec![f];
+            return (vec![f], Err(whole.to_string()));
         }
         _ => parts
             .iter()
             .map(
                 |&(start, end)| match Parser::parse_sql(&dialect, &code[start..end]) {
-                    Ok(statements) if statements.len() == 1 => StatementFacts::of(&statements[0]),
-                    Ok(statements) => StatementFacts::unparsed(format!(
-                        "the SQL parser reads {} statements where the server reads one",
-                        statements.len()
-                    )),
-                    Err(e) => StatementFacts::unparsed(e.to_string()),
+                    Ok(statements) if statements.len() == 1 => {
+                        if let Ok(l) = lineage.as_mut() {
+                            l.push(lineage::of_statement(&statements[0]));
+                        }
+                        StatementFacts::of(&statements[0])
+                    }
+                    Ok(statements) => {
+                        let error = format!(
+                            "the SQL parser reads {} statements where the server reads one",
+                            statements.len()
+                        );
+                        lineage = Err(error.clone());
+                        StatementFacts::unparsed(error)
+                    }
+                    Err(e) => {
+                        lineage = Err(e.to_string());
+                        StatementFacts::unparsed(e.to_string())
+                    }
                 },
             )
             .collect(),
@@ -281,7 +313,7 @@ fn parse(code: &str) -> Vec<StatementFacts> {
     for (f, &(start, end)) in facts.iter_mut().zip(&parts) {
         f.add_lexical(features::scan(&code[start..end]));
     }
-    facts
+    (facts, lineage)
 }
 
 #[cfg(test)]

@@ -14,10 +14,6 @@ use sqlparser::ast::{
     visit_expressions, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName,
     ObjectNamePart, Query, SelectItem, SetExpr, Statement, TableFactor,
 };
-use sqlparser::dialect::MySqlDialect;
-use sqlparser::parser::Parser;
-
-use super::lexer;
 
 /// A column a value comes from. `table` None: unqualified, in a statement
 /// reading several tables.
@@ -29,7 +25,7 @@ pub struct SourceColumn {
 }
 
 /// One statement's lineage.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StatementLineage {
     /// Per output column of the statement's result set: the columns it is
     /// computed from. None: no result set, or positions unknown (`*` before it).
@@ -425,10 +421,10 @@ fn output_names(q: &Query) -> Option<Vec<String>> {
 }
 
 /// The lineage of each statement of a SQL text.
-pub fn lineage(sql: &str) -> Result<Vec<StatementLineage>, String> {
-    let code = lexer::open_executable_comments(sql);
-    let statements = Parser::parse_sql(&MySqlDialect {}, &code).map_err(|e| e.to_string())?;
-    Ok(statements.iter().map(statement).collect())
+/// One parsed statement's lineage (the analysis computes it from the same
+/// parse as its other facts: `Analysis::lineage`).
+pub fn of_statement(s: &Statement) -> StatementLineage {
+    statement(s)
 }
 
 fn statement(s: &Statement) -> StatementLineage {
@@ -473,6 +469,11 @@ fn statement(s: &Statement) -> StatementLineage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The lineage the analysis finds, from its one parse.
+    fn lineage(sql: &str) -> Result<std::sync::Arc<Vec<StatementLineage>>, String> {
+        crate::analyze(sql).lineage
+    }
 
     fn cols(v: &[SourceColumn]) -> Vec<String> {
         v.iter()

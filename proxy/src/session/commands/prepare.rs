@@ -32,7 +32,10 @@ impl Session {
             return Judged::Refuse(kill_not_alone());
         }
         let sql_text = summary.sql.as_deref().unwrap_or_default();
-        match self.masking.check(sql_text, self.database.as_deref()) {
+        match self
+            .masking
+            .check(sql_text, &analysis, self.database.as_deref())
+        {
             Ok(lineage) => self.masking.prepared(lineage),
             Err(denial) => return Judged::Refuse(masking_denied(denial)),
         }

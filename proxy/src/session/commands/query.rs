@@ -29,7 +29,10 @@ impl Session {
             }
         }
         let sql_text = summary.sql.as_deref().unwrap_or_default();
-        match self.masking.check(sql_text, self.database.as_deref()) {
+        match self
+            .masking
+            .check(sql_text, &analysis, self.database.as_deref())
+        {
             Ok(lineage) => {
                 self.response_masker =
                     self.masking
