@@ -70,7 +70,7 @@ fn the_lower_crates_depend_only_on_what_is_below_them() {
         ("mysql", &["schemas"]),
         ("sql", &["schemas"]),
         ("config", &["mysql"]),
-        ("masking", &["mysql", "sql"]),
+        ("masking", &["config", "mysql", "sql"]),
         ("approvals", &["config", "schemas", "store"]),
         ("archive", &["schemas", "store"]),
         ("catalog", &["schemas", "store"]),

@@ -354,11 +354,12 @@ impl Approvals {
     ) -> Result<Self, ConfigError> {
         let mut approvers = Vec::new();
         for (name, a) in &config.approvers {
-            let source = chaperone_config::SecretSource {
-                password_env: a.token_env.clone(),
-                password_file: a.token_file.clone(),
-                password: a.token.clone(),
-            };
+            let source = chaperone_config::SecretSource::of(
+                "token",
+                a.token_env.clone(),
+                a.token_file.clone(),
+                a.token.clone(),
+            );
             let token = source.resolve(&format!("approvals.approvers.{name}"))?;
             if token.expose().len() < 16 {
                 return Err(ConfigError::Invalid(format!(

@@ -164,21 +164,27 @@ impl Masking {
         if config.roles.is_empty() {
             return Ok(Masking::default());
         }
-        let key = match (&config.key, &config.key_env) {
-            (Some(k), _) => k.clone().into_bytes(),
-            (None, Some(var)) => std::env::var(var)
-                .map_err(|_| {
-                    MaskingError::Config(format!(
-                        "[masking] key_env: environment variable {var} is not set; set it to a long random secret"
-                    ))
-                })?
-                .into_bytes(),
-            (None, None) => {
+        // An inline key (tests) wins over `key_env`, as it always has.
+        let source = chaperone_config::SecretSource::of(
+            "key",
+            config.key_env.clone().filter(|_| config.key.is_none()),
+            None,
+            config.key.clone(),
+        );
+        let key = match source.resolve_optional("[masking] key") {
+            Ok(Some(key)) => key.expose().to_vec(),
+            Ok(None) => {
                 return Err(MaskingError::Config(
                     "[masking] needs a key for the hash strategy: set `key_env` to the name of an environment variable holding a long random secret".into(),
                 ))
             }
+            Err(e) => {
+                return Err(MaskingError::Config(format!(
+                    "{e}; set it to a long random secret"
+                )))
+            }
         };
+
         if key.len() < 16 {
             return Err(MaskingError::Config(
                 "[masking] key: use at least 16 bytes".into(),

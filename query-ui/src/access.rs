@@ -75,12 +75,14 @@ pub async fn guard(State(state): State<Arc<AppState>>, request: Request, next: N
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let bearer = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_string);
+    let bearer = {
+        use headers::authorization::{Authorization, Bearer};
+        use headers::HeaderMapExt;
+        request
+            .headers()
+            .typed_get::<Authorization<Bearer>>()
+            .map(|a| a.token().to_string())
+    };
     let session = state
         .login
         .as_ref()

@@ -63,11 +63,14 @@ impl std::fmt::Debug for ApiToken {
 impl ApiToken {
     /// The token's value (from `token_env` or `token`).
     pub fn value(&self) -> Option<String> {
-        match (&self.token_env, &self.token) {
-            (Some(var), _) => std::env::var(var).ok(),
-            (None, Some(t)) => Some(t.clone()),
-            _ => None,
-        }
+        let source = chaperone_config::SecretSource::of(
+            "token",
+            self.token_env.clone(),
+            None,
+            self.token.clone(),
+        );
+        let secret = source.resolve_optional("ui.tokens").ok().flatten()?;
+        String::from_utf8(secret.expose().to_vec()).ok()
     }
 }
 

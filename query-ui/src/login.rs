@@ -20,7 +20,6 @@
 //! session's CSRF token.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,7 +28,10 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
-use chaperone_web_login::{PendingLogin, WebLogin, WebLoginConfig, WebLoginError, WebRole};
+#[cfg(test)]
+use chaperone_web_login::is_loopback_origin;
+pub use chaperone_web_login::LoginConfig;
+use chaperone_web_login::{origin_of, PendingLogin, WebLogin, WebLoginError, WebRole};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -45,161 +47,6 @@ const LOGIN_COOKIE: &str = "chaperone_login";
 const LOGIN_TTL: Duration = Duration::from_secs(600);
 /// Logins in progress kept at most (a flood of `/auth/login` cannot grow memory).
 const MAX_PENDING: usize = 10_000;
-
-/// `[ui.login]`: the identity provider people log in with.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LoginConfig {
-    /// The provider's issuer URL (discovery at `/.well-known/openid-configuration`).
-    pub issuer: String,
-    pub client_id: String,
-    /// The client secret: from the environment (preferred), a file, or inline
-    /// (tests and demos). None: a public client (PKCE only).
-    #[serde(default)]
-    pub client_secret_env: Option<String>,
-    #[serde(default)]
-    pub client_secret_file: Option<PathBuf>,
-    #[serde(default)]
-    pub client_secret: Option<String>,
-    /// This UI's callback, as registered at the provider: `https://HOST/auth/callback`
-    /// (`http://` only on loopback). Its origin is the UI's origin.
-    pub redirect_url: String,
-    /// Scopes beyond `openid` (default: profile, email, groups).
-    #[serde(default)]
-    pub scopes: Option<Vec<String>>,
-    /// The ID token claim that lists the person's groups.
-    #[serde(default = "default_groups_claim")]
-    pub groups_claim: String,
-    /// Groups whose members get each role (an admin is also an approver and an
-    /// auditor; an approver is also an auditor).
-    #[serde(default)]
-    pub auditor_groups: Vec<String>,
-    #[serde(default)]
-    pub approver_groups: Vec<String>,
-    #[serde(default)]
-    pub admin_groups: Vec<String>,
-    /// The key that signs session cookies (at least 32 bytes): the same on every
-    /// replica. Without it, a random key per start (everyone logs in again after
-    /// a restart).
-    #[serde(default)]
-    pub session_key_env: Option<String>,
-    #[serde(default)]
-    pub session_key_file: Option<PathBuf>,
-    /// Longest a browser session lasts.
-    #[serde(default = "default_session_secs")]
-    pub session_secs: u64,
-}
-
-fn default_groups_claim() -> String {
-    "groups".into()
-}
-fn default_session_secs() -> u64 {
-    8 * 3600
-}
-
-impl std::fmt::Debug for LoginConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoginConfig")
-            .field("issuer", &self.issuer)
-            .field("client_id", &self.client_id)
-            .field("redirect_url", &self.redirect_url)
-            .field("groups_claim", &self.groups_claim)
-            .finish_non_exhaustive()
-    }
-}
-
-impl LoginConfig {
-    /// Checks what can be checked without the provider; resolves the secrets.
-    pub fn check(&self) -> Result<(), String> {
-        if self.auditor_groups.is_empty()
-            && self.approver_groups.is_empty()
-            && self.admin_groups.is_empty()
-        {
-            return Err(
-                "login: no auditor_groups, approver_groups or admin_groups: nobody could log in"
-                    .into(),
-            );
-        }
-        let origin = origin_of(&self.redirect_url)?;
-        if !self.redirect_url[origin.len()..].starts_with("/auth/callback") {
-            return Err(format!(
-                "login: redirect_url {:?} must be this UI's /auth/callback",
-                self.redirect_url
-            ));
-        }
-        if origin.starts_with("http://") && !is_loopback_origin(&origin) {
-            return Err(format!(
-                "login: redirect_url {:?} is plain HTTP on a non-loopback host: use https",
-                self.redirect_url
-            ));
-        }
-        if self.session_secs == 0 {
-            return Err("login: session_secs must be more than 0".into());
-        }
-        self.client_secret()?;
-        self.session_key()?;
-        Ok(())
-    }
-
-    fn client_secret(&self) -> Result<Option<String>, String> {
-        if self.client_secret_env.is_none()
-            && self.client_secret_file.is_none()
-            && self.client_secret.is_none()
-        {
-            return Ok(None);
-        }
-        let secret = chaperone_config::SecretSource {
-            password_env: self.client_secret_env.clone(),
-            password_file: self.client_secret_file.clone(),
-            password: self.client_secret.clone(),
-        }
-        .resolve("ui.login.client_secret")
-        .map_err(|e| e.to_string())?;
-        String::from_utf8(secret.expose().to_vec())
-            .map(Some)
-            .map_err(|_| "ui.login.client_secret is not UTF-8".into())
-    }
-
-    fn session_key(&self) -> Result<Option<Vec<u8>>, String> {
-        if self.session_key_env.is_none() && self.session_key_file.is_none() {
-            return Ok(None);
-        }
-        let key = chaperone_config::SecretSource {
-            password_env: self.session_key_env.clone(),
-            password_file: self.session_key_file.clone(),
-            password: None,
-        }
-        .resolve("ui.login.session_key")
-        .map_err(|e| e.to_string())?;
-        if key.expose().len() < 32 {
-            return Err("ui.login.session_key is shorter than 32 bytes".into());
-        }
-        Ok(Some(key.expose().to_vec()))
-    }
-}
-
-/// `scheme://host[:port]` of a URL.
-fn origin_of(url: &str) -> Result<String, String> {
-    let bad = || format!("login: redirect_url {url:?} is not an http(s) URL");
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(bad)?;
-    let host_len = rest.find('/').unwrap_or(rest.len());
-    if host_len == 0 {
-        return Err(bad());
-    }
-    Ok(url[..url.len() - rest.len() + host_len].to_string())
-}
-
-fn is_loopback_origin(origin: &str) -> bool {
-    let host = origin.trim_start_matches("http://");
-    let host = host
-        .rsplit_once(':')
-        .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-        .map_or(host, |(h, _)| h);
-    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
-}
 
 /// A logged-in person, as the session cookie carries it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -292,21 +139,7 @@ impl Login {
     /// Checks the config and reads the provider's discovery document.
     pub async fn start(config: &LoginConfig) -> Result<Login, crate::UiError> {
         config.check().map_err(crate::UiError::Config)?;
-        let mut web = WebLoginConfig {
-            issuer: config.issuer.clone(),
-            client_id: config.client_id.clone(),
-            client_secret: config.client_secret().map_err(crate::UiError::Config)?,
-            redirect_url: config.redirect_url.clone(),
-            scopes: vec!["profile".into(), "email".into(), "groups".into()],
-            groups_claim: config.groups_claim.clone(),
-            auditor_groups: config.auditor_groups.clone(),
-            approver_groups: config.approver_groups.clone(),
-            admin_groups: config.admin_groups.clone(),
-        };
-        if let Some(scopes) = &config.scopes {
-            web.scopes = scopes.clone();
-        }
-        let web = WebLogin::discover(web)
+        let web = WebLogin::discover(config.clone())
             .await
             .map_err(|e| crate::UiError::Config(e.to_string()))?;
         let key = match config.session_key().map_err(crate::UiError::Config)? {

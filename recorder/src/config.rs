@@ -213,15 +213,27 @@ impl ArchiveConfig {
                 .map(Some)
                 .map_err(|e| format!("{what}: {e}"))
         };
-        if let Some(var) = &self.signing_key_env {
-            let text =
-                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?;
-            return parse(&text, var);
-        }
-        if let Some(path) = &self.signing_key_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            return parse(&text, &path.display().to_string());
+        let configured = chaperone_config::SecretSource::of(
+            "signing_key",
+            self.signing_key_env.clone(),
+            self.signing_key_file.clone(),
+            None,
+        );
+        if let Some(secret) = configured
+            .resolve_optional("archive.signing_key")
+            .map_err(|e| e.to_string())?
+        {
+            let text = String::from_utf8_lossy(secret.expose());
+            let what = self
+                .signing_key_env
+                .clone()
+                .or_else(|| {
+                    self.signing_key_file
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                })
+                .unwrap_or_default();
+            return parse(&text, &what);
         }
         let path = self.spool_dir.join("signing-key");
         match std::fs::read_to_string(&path) {

@@ -42,6 +42,26 @@ fn retry() -> object_store::RetryConfig {
     }
 }
 
+/// Applies `store_options` to a builder, after what it read from the
+/// environment: each key parsed as the store's own config key (an unknown key
+/// is an error naming it).
+fn with_options<B, K>(
+    mut builder: B,
+    options: &BTreeMap<String, String>,
+    set: impl Fn(B, K, &str) -> B,
+) -> Result<B, String>
+where
+    K: std::str::FromStr<Err = object_store::Error>,
+{
+    for (k, v) in options {
+        let key = k
+            .parse()
+            .map_err(|e: object_store::Error| format!("option {k}: {e}"))?;
+        builder = set(builder, key, v);
+    }
+    Ok(builder)
+}
+
 /// An opened store and the prefix inside it that its user works under.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -74,38 +94,37 @@ impl Store {
         let prefix = url.path().trim_matches('/').to_string();
         let inner: Arc<dyn ObjectStore> = match url.scheme() {
             "s3" | "s3a" => {
-                let mut b = object_store::aws::AmazonS3Builder::from_env()
+                let b = object_store::aws::AmazonS3Builder::from_env()
                     .with_url(location)
                     .with_retry(retry());
-                for (k, v) in options {
-                    let key = k
-                        .parse()
-                        .map_err(|e: object_store::Error| config_err(e.to_string()))?;
-                    b = b.with_config(key, v);
-                }
-                Arc::new(b.build().map_err(|e| config_err(e.to_string()))?)
+                let b = with_options(b, options, |b, k, v| b.with_config(k, v));
+                Arc::new(
+                    b.map_err(config_err)?
+                        .build()
+                        .map_err(|e| config_err(e.to_string()))?,
+                )
             }
             "gs" => {
-                let mut b =
-                    object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(location);
-                for (k, v) in options {
-                    let key = k
-                        .parse()
-                        .map_err(|e: object_store::Error| config_err(e.to_string()))?;
-                    b = b.with_config(key, v);
-                }
-                Arc::new(b.build().map_err(|e| config_err(e.to_string()))?)
+                let b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_url(location)
+                    .with_retry(retry());
+                let b = with_options(b, options, |b, k, v| b.with_config(k, v));
+                Arc::new(
+                    b.map_err(config_err)?
+                        .build()
+                        .map_err(|e| config_err(e.to_string()))?,
+                )
             }
             "az" | "azure" | "abfs" | "abfss" => {
-                let mut b =
-                    object_store::azure::MicrosoftAzureBuilder::from_env().with_url(location);
-                for (k, v) in options {
-                    let key = k
-                        .parse()
-                        .map_err(|e: object_store::Error| config_err(e.to_string()))?;
-                    b = b.with_config(key, v);
-                }
-                Arc::new(b.build().map_err(|e| config_err(e.to_string()))?)
+                let b = object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_url(location)
+                    .with_retry(retry());
+                let b = with_options(b, options, |b, k, v| b.with_config(k, v));
+                Arc::new(
+                    b.map_err(config_err)?
+                        .build()
+                        .map_err(|e| config_err(e.to_string()))?,
+                )
             }
             other => {
                 return Err(config_err(format!(

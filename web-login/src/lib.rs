@@ -16,6 +16,8 @@
 //!    with the PKCE verifier, verifies the ID token (signature, issuer, audience,
 //!    expiry, nonce) and returns the [`WebUser`] with its roles.
 
+mod config;
+
 use std::collections::BTreeSet;
 
 use openidconnect::core::{CoreClient, CoreProviderMetadata, CoreResponseType};
@@ -25,6 +27,8 @@ use openidconnect::{
     RedirectUrl, Scope, TokenResponse,
 };
 use serde::{Deserialize, Serialize};
+
+pub use config::{default_scopes, is_loopback_origin, origin_of, LoginConfig};
 
 /// A role in the web UI. Each implies the ones before it: an admin is also an
 /// approver and an auditor.
@@ -37,40 +41,6 @@ pub enum WebRole {
     Approver,
     /// Everything, including settings.
     Admin,
-}
-
-/// The web login's settings (the `[web_login]` section of the query UI's config).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebLoginConfig {
-    /// The identity provider's issuer URL.
-    pub issuer: String,
-    pub client_id: String,
-    /// The client secret (confidential clients). PKCE is used either way.
-    #[serde(default)]
-    pub client_secret: Option<String>,
-    /// Where the provider sends the browser back: the web UI's callback URL.
-    pub redirect_url: String,
-    /// Scopes beyond `openid` (default: `profile`, `email`, `groups`).
-    #[serde(default = "default_scopes")]
-    pub scopes: Vec<String>,
-    /// The ID token claim that lists the person's groups.
-    #[serde(default = "default_groups_claim")]
-    pub groups_claim: String,
-    /// Groups whose members get each role.
-    #[serde(default)]
-    pub auditor_groups: Vec<String>,
-    #[serde(default)]
-    pub approver_groups: Vec<String>,
-    #[serde(default)]
-    pub admin_groups: Vec<String>,
-}
-
-fn default_scopes() -> Vec<String> {
-    vec!["profile".into(), "email".into(), "groups".into()]
-}
-fn default_groups_claim() -> String {
-    "groups".into()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,14 +109,14 @@ type Client = CoreClient<
 
 /// The web login for one identity provider.
 pub struct WebLogin {
-    config: WebLoginConfig,
+    config: LoginConfig,
     client: Client,
     http: reqwest::Client,
 }
 
 impl WebLogin {
     /// Reads the provider's discovery document and keys.
-    pub async fn discover(config: WebLoginConfig) -> Result<Self, WebLoginError> {
+    pub async fn discover(config: LoginConfig) -> Result<Self, WebLoginError> {
         let http = reqwest::Client::builder()
             // The token endpoint must not redirect the code elsewhere (SSRF).
             .redirect(reqwest::redirect::Policy::none())
@@ -166,7 +136,10 @@ impl WebLogin {
         let client = CoreClient::from_provider_metadata(
             metadata,
             ClientId::new(config.client_id.clone()),
-            config.client_secret.clone().map(ClientSecret::new),
+            config
+                .client_secret()
+                .map_err(WebLoginError::Config)?
+                .map(ClientSecret::new),
         )
         .set_redirect_uri(redirect);
         Ok(WebLogin {
@@ -189,7 +162,7 @@ impl WebLogin {
                 Nonce::new_random,
             )
             .set_pkce_challenge(challenge);
-        for s in &self.config.scopes {
+        for s in self.config.scopes.clone().unwrap_or_else(default_scopes) {
             request = request.add_scope(Scope::new(s.clone()));
         }
         for (k, v) in extra {
@@ -270,7 +243,7 @@ impl WebLogin {
 }
 
 /// The roles a person's groups give: each role implies the lesser ones.
-pub fn roles_for(config: &WebLoginConfig, groups: &[String]) -> BTreeSet<WebRole> {
+pub fn roles_for(config: &LoginConfig, groups: &[String]) -> BTreeSet<WebRole> {
     let member = |list: &[String]| groups.iter().any(|g| list.contains(g));
     let mut roles = BTreeSet::new();
     if member(&config.admin_groups) {
@@ -314,7 +287,7 @@ mod tests {
 
     #[test]
     fn groups_map_to_roles_with_implication() {
-        let config: WebLoginConfig = serde_json::from_value(serde_json::json!({
+        let config: LoginConfig = serde_json::from_value(serde_json::json!({
             "issuer": "https://idp.example", "client_id": "ui",
             "redirect_url": "https://chaperone.example/auth/callback",
             "auditor_groups": ["audit"], "approver_groups": ["dba"], "admin_groups": ["platform"]

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chaperone_web_login::{WebLogin, WebLoginConfig, WebLoginError, WebRole};
+use chaperone_web_login::{LoginConfig, WebLogin, WebLoginError, WebRole};
 use tokio::io::AsyncBufReadExt;
 
 const REDIRECT: &str = "http://127.0.0.1:9/auth/callback";
@@ -48,7 +48,7 @@ async fn provider() -> (tokio::process::Child, String) {
     (child, v["issuer"].as_str().unwrap().to_string())
 }
 
-fn config(issuer: &str) -> WebLoginConfig {
+fn config(issuer: &str) -> LoginConfig {
     serde_json::from_value(serde_json::json!({
         "issuer": issuer,
         "client_id": "chaperone-ui",

@@ -39,15 +39,6 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
-    let v = headers.get(axum::http::header::AUTHORIZATION)?.as_bytes();
-    let (scheme, token) = v.split_at_checked(7)?;
-    scheme
-        .eq_ignore_ascii_case(b"bearer ")
-        .then_some(token)
-        .filter(|t| !t.is_empty())
-}
-
 /// The approver behind the request's bearer token (an axum response is the
 /// error: handlers return it as is).
 #[allow(clippy::result_large_err)]
@@ -63,9 +54,9 @@ fn approver(approvals: &Approvals, headers: &HeaderMap) -> Result<String, Respon
         );
         r
     };
-    let token = bearer(headers).ok_or_else(unauthorized)?;
+    let token = crate::identity::api::bearer(headers).ok_or_else(unauthorized)?;
     approvals
-        .approver_for_token(token)
+        .approver_for_token(token.as_bytes())
         .map(str::to_string)
         .ok_or_else(unauthorized)
 }

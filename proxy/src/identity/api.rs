@@ -64,12 +64,13 @@ fn unauthorized() -> Response {
     r
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
-    let v = headers.get(axum::http::header::AUTHORIZATION)?.as_bytes();
-    let (scheme, token) = v.split_at_checked(7)?;
-    scheme
-        .eq_ignore_ascii_case(b"bearer ")
-        .then_some(token)
+/// The request's `Authorization: Bearer` token (any case of the scheme).
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {
+    use headers::authorization::{Authorization, Bearer};
+    use headers::HeaderMapExt;
+    headers
+        .typed_get::<Authorization<Bearer>>()
+        .map(|a| a.token().to_string())
         .filter(|t| !t.is_empty())
 }
 
@@ -100,7 +101,7 @@ async fn mint(
             )
         }
     };
-    let (identity, grant) = match state.workload.login(token, &req.target).await {
+    let (identity, grant) = match state.workload.login(token.as_bytes(), &req.target).await {
         Ok(v) => v,
         Err(super::Refusal::Token(e)) => {
             warn!(reason = %e, "credentials API: token refused");
@@ -146,7 +147,7 @@ async fn revoke(
     let Some(token) = bearer(&headers) else {
         return unauthorized();
     };
-    let verified = match state.workload.validator().validate(token).await {
+    let verified = match state.workload.validator().validate(token.as_bytes()).await {
         Ok(v) => v,
         Err(e) => {
             warn!(reason = %e, "credentials API: token refused");
@@ -321,4 +322,28 @@ pub async fn start(
     }
     info!(%local, tls = shared.tls.is_some(), apis = ?served, "API listening");
     Ok(Some(local))
+}
+
+#[cfg(test)]
+mod bearer_tests {
+    use super::*;
+
+    fn with(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            axum::http::header::AUTHORIZATION,
+            value.parse().expect("header value"),
+        );
+        h
+    }
+
+    #[test]
+    fn the_scheme_is_read_in_any_case() {
+        assert_eq!(bearer(&with("Bearer abc.def")).as_deref(), Some("abc.def"));
+        assert_eq!(bearer(&with("bearer abc.def")).as_deref(), Some("abc.def"));
+        assert_eq!(bearer(&with("BEARER abc")).as_deref(), Some("abc"));
+        assert_eq!(bearer(&with("Basic abc")), None);
+        assert_eq!(bearer(&with("Bearer ")), None);
+        assert_eq!(bearer(&HeaderMap::new()), None);
+    }
 }
