@@ -8,6 +8,7 @@
 //! `chaperone_archive`; SQL over it is `chaperone_catalog`.
 
 mod command_codec;
+pub mod commit;
 pub mod config;
 pub mod metrics;
 pub mod recorder;

@@ -317,6 +317,7 @@ impl Recorder {
             read_buf: Vec::new(),
         };
         sealer.recover().map_err(OpenError::Recovery)?;
+        crate::commit::remove_orphans(&log_dir);
 
         // The new log.
         let file = create_log(&log_path, &inner.gateway_id, &SessionTable::new())
@@ -894,6 +895,11 @@ impl Inner {
         // Outside the buffer lock: the gateway keeps appending while the disk
         // works (the log lock, held, keeps those appends out of the old file).
         log.file.sync_all()?;
+        crate::commit::mark(
+            &log.path,
+            log.size,
+            self.config.durability == Durability::Sync,
+        )?;
         self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.synced
             .store(self.written.load(Ordering::Acquire), Ordering::Release);
@@ -970,6 +976,8 @@ fn writer_loop(inner: Arc<Inner>) {
     let max_age = inner.config.segment_max_age();
     let max_bytes = inner.config.segment_max_bytes;
     let mut last_error_log = Instant::now() - Duration::from_secs(60);
+    let sync_mode = inner.config.durability == Durability::Sync;
+    let mut marked: Option<(PathBuf, u64)> = None;
     while !inner.closing.load(Ordering::SeqCst) {
         std::thread::park_timeout(FLUSH_INTERVAL);
         let mut log = lock(&inner.log);
@@ -979,13 +987,19 @@ fn writer_loop(inner: Arc<Inner>) {
         let result = (|| {
             inner.write_out(&mut log)?;
             let mut group_commit = None;
-            if inner.synced.load(Ordering::Acquire) < inner.written.load(Ordering::Acquire)
+            // Also when `sync` fsync'd everything already: the commit watermark
+            // (crate::commit) must follow.
+            let unmarked = marked.as_ref() != Some(&(log.path.clone(), log.size));
+            if (inner.synced.load(Ordering::Acquire) < inner.written.load(Ordering::Acquire)
+                || unmarked)
                 && log.last_fsync.elapsed() >= fsync_every
+                && !inner.closing.load(Ordering::SeqCst)
             {
                 log.last_fsync = Instant::now();
                 group_commit = Some((
                     log.sync_handle.clone(),
                     inner.written.load(Ordering::Acquire),
+                    (log.path.clone(), log.size),
                 ));
             }
             if log.size >= max_bytes || log.opened.elapsed() >= max_age {
@@ -995,8 +1009,10 @@ fn writer_loop(inner: Arc<Inner>) {
             // The group commit runs without the log lock: requests keep being
             // written (not waiting for the disk) while it runs.
             drop(log);
-            if let Some((handle, written)) = group_commit {
+            if let Some((handle, written, (path, size))) = group_commit {
                 inner.fsync(&handle, written)?;
+                crate::commit::mark(&path, size, sync_mode)?;
+                marked = Some((path, size));
             }
             Ok::<(), std::io::Error>(())
         })();
@@ -1150,6 +1166,7 @@ impl Sealer {
         chain::save_local(&inner.spool_dir, &self.chain).map_err(io)?;
         let log_size = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
         std::fs::remove_file(log).map_err(io)?;
+        crate::commit::remove_orphans(&inner.log_dir);
         let _ = fsutil::sync_dir(&inner.log_dir);
         inner
             .spool_bytes
