@@ -10,6 +10,8 @@
 mod command_codec;
 pub mod commit;
 pub mod config;
+mod gap;
+mod head;
 pub mod metrics;
 pub mod recorder;
 pub mod segment;
