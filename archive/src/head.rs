@@ -36,7 +36,9 @@ impl Expectation {
             .filter(|g| !g.is_empty())
             .collect();
         if list.is_empty() {
-            return Err("--expect-gateways takes a number or a comma-separated list of gateway ids".into());
+            return Err(
+                "--expect-gateways takes a number or a comma-separated list of gateway ids".into(),
+            );
         }
         Ok(Expectation::Gateways(list))
     }
@@ -46,19 +48,42 @@ impl Expectation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeadProblem {
     /// A gateway has manifests but no head.
-    HeadMissing { gateway: String, path: String },
-    HeadUnreadable { path: String, error: String },
+    HeadMissing {
+        gateway: String,
+        path: String,
+    },
+    HeadUnreadable {
+        path: String,
+        error: String,
+    },
     /// Segments the gateway sealed that never reached the store.
-    SealedNotUploaded { gateway: String, first: u64, last: u64 },
+    SealedNotUploaded {
+        gateway: String,
+        first: u64,
+        last: u64,
+    },
     /// The head says segments up to `head` were uploaded; the store's chain
     /// ends at `last` (its last manifests are gone).
-    ChainShort { gateway: String, head: u64, last: u64 },
+    ChainShort {
+        gateway: String,
+        head: u64,
+        last: u64,
+    },
     /// The manifest the head names is not the one in the store.
-    HeadMismatch { gateway: String, path: String, detail: String },
+    HeadMismatch {
+        gateway: String,
+        path: String,
+        detail: String,
+    },
     /// An expected gateway is not in the archive at all.
-    GatewayMissing { gateway: String },
+    GatewayMissing {
+        gateway: String,
+    },
     /// Fewer gateways than expected.
-    TooFewGateways { expected: usize, found: Vec<String> },
+    TooFewGateways {
+        expected: usize,
+        found: Vec<String>,
+    },
 }
 
 impl fmt::Display for HeadProblem {
@@ -120,7 +145,10 @@ pub(crate) async fn check(
         }
         let bytes = store.get(&path).await?;
         let problem = |error: String| {
-            Problem::Completeness(HeadProblem::HeadUnreadable { path: path.clone(), error })
+            Problem::Completeness(HeadProblem::HeadUnreadable {
+                path: path.clone(),
+                error,
+            })
         };
         match Head::parse(&bytes) {
             Err(e) => report.problems.push(problem(e.to_string())),
@@ -164,7 +192,9 @@ pub(crate) async fn check(
                     problems.push(HeadProblem::HeadMismatch {
                         gateway: gateway.clone(),
                         path,
-                        detail: format!("the head names SHA-256 {expected}, the store has {actual}"),
+                        detail: format!(
+                            "the head names SHA-256 {expected}, the store has {actual}"
+                        ),
                     });
                 }
             }
@@ -199,6 +229,8 @@ pub(crate) async fn check(
         ),
         None => {}
     }
-    report.problems.extend(problems.into_iter().map(Problem::Completeness));
+    report
+        .problems
+        .extend(problems.into_iter().map(Problem::Completeness));
     Ok(())
 }

@@ -261,7 +261,11 @@ struct StoredRecord {
 
 /// Checks a signature (and, with a keyring, that the signer is trusted at
 /// `at_ns`); returns the signer's key id.
-pub(crate) fn check_signature(bytes: &[u8], at_ns: i64, options: &VerifyOptions) -> Result<String, String> {
+pub(crate) fn check_signature(
+    bytes: &[u8],
+    at_ns: i64,
+    options: &VerifyOptions,
+) -> Result<String, String> {
     let signer = manifest::verify_signature(bytes, None).map_err(|e| e.to_string())?;
     if let Some(keyring) = &options.keyring {
         keyring.check(&signer, at_ns)?;

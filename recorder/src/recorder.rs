@@ -930,6 +930,9 @@ fn create_log(path: &Path, gateway_id: &str, sessions: &SessionTable) -> std::io
     );
     file.write_all(&preamble)?;
     file.sync_all()?;
+    // A watermark from the start: a host crash before the first group commit
+    // is then still told apart from a process crash (crate::commit).
+    crate::commit::mark(path, preamble.len() as u64, false)?;
     if let Some(dir) = path.parent() {
         fsutil::sync_dir(dir)?;
     }

@@ -84,7 +84,9 @@ mod tests {
         let bytes = head.sign(&key);
         assert!(crate::manifest::verify_signature(&bytes, Some(&key.verifying_key())).is_ok());
         assert_eq!(Head::parse(&bytes).unwrap(), head);
-        let tampered = String::from_utf8(bytes).unwrap().replace("\"last_sealed_segment\": 3", "\"last_sealed_segment\": 2");
+        let tampered = String::from_utf8(bytes)
+            .unwrap()
+            .replace("\"last_sealed_segment\": 3", "\"last_sealed_segment\": 2");
         assert!(crate::manifest::verify_signature(tampered.as_bytes(), None).is_err());
     }
 }
