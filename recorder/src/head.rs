@@ -20,9 +20,11 @@ pub(crate) struct HeadState {
     sealed: AtomicU64,
     uploaded: AtomicU64,
     uploaded_sha: Mutex<Option<String>>,
-    /// (sealed, uploaded) as last published, and when an idle attempt ran.
-    published: Mutex<(Option<(u64, u64)>, Option<Instant>)>,
+    published: Mutex<Published>,
 }
+
+/// (sealed, uploaded) as last published, and when an idle attempt last ran.
+type Published = (Option<(u64, u64)>, Option<Instant>);
 
 impl HeadState {
     /// `sealed`: the chain's last segment; `pending_first`: the oldest sealed
