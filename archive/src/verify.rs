@@ -877,6 +877,17 @@ fn check_chain(
 
 fn check_session(report: &mut Report, id: &str, mut view: SessionView, whole_archive: bool) {
     view.ranges.sort();
+    // Adjacent declared gaps (one per segment while an outage lasts) cover a
+    // hole together.
+    view.declared.sort();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (a, b) in view.declared.drain(..) {
+        match merged.last_mut() {
+            Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    view.declared = merged;
     let start = if view.started || whole_archive {
         0
     } else {

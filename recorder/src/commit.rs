@@ -1,5 +1,6 @@
 //! The commit watermark of a spool log: how many of its bytes an fsync made
-//! durable, kept in a small side file `<log>.commit` next to the log.
+//! durable, kept in a small side file `<spool>/commit/<log>.commit` (beside the
+//! log directory, so that nothing that lists logs sees it).
 //!
 //! ```text
 //! MAGIC(8) synced:u64le boot_id[16] flags:u32le crc:u32le   (40 bytes)
@@ -46,12 +47,19 @@ impl Watermark {
     }
 }
 
-/// The side file of `log`.
+/// The side file of `log` (`<spool>/log/<name>` -> `<spool>/commit/<name>.commit`).
 pub fn path_of(log: &Path) -> PathBuf {
     let mut name = log.file_name().unwrap_or_default().to_os_string();
     name.push(SUFFIX);
-    log.with_file_name(name)
+    commit_dir(log.parent().unwrap_or(Path::new("."))).join(name)
 }
+
+/// Where the side files of the logs in `log_dir` are.
+fn commit_dir(log_dir: &Path) -> PathBuf {
+    log_dir.parent().unwrap_or(Path::new(".")).join(COMMIT_DIR)
+}
+
+const COMMIT_DIR: &str = "commit";
 
 /// This boot's id (`/proc/sys/kernel/random/boot_id`), as 16 bytes; zeros
 /// where the kernel does not say (then every crash looks like a process crash
@@ -113,11 +121,23 @@ pub fn mark(log: &Path, synced: u64, sync_mode: bool) -> std::io::Result<()> {
     if read(log).is_some_and(|w| w.synced >= synced) {
         return Ok(());
     }
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path_of(log))?;
+    let path = path_of(log);
+    let open = || {
+        File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+    };
+    let file = match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            open()?
+        }
+        other => other?,
+    };
     let bytes = encode(&Watermark {
         synced,
         boot_id: boot_id(),
@@ -131,7 +151,7 @@ pub fn mark(log: &Path, synced: u64, sync_mode: bool) -> std::io::Result<()> {
 
 /// Removes side files whose log is gone (sealed and deleted).
 pub fn remove_orphans(log_dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(log_dir) else {
+    let Ok(entries) = std::fs::read_dir(commit_dir(log_dir)) else {
         return;
     };
     for e in entries.flatten() {
@@ -259,7 +279,8 @@ mod tests {
     #[test]
     fn marks_round_trip_and_never_go_down() {
         let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("1.spool");
+        std::fs::create_dir_all(dir.path().join("log")).unwrap();
+        let log = dir.path().join("log/1.spool");
         std::fs::write(&log, b"x").unwrap();
         assert_eq!(read(&log), None);
         mark(&log, 100, false).unwrap();
@@ -272,7 +293,7 @@ mod tests {
         simulate_reboot(&log).unwrap();
         assert!(read(&log).unwrap().host_crashed());
         std::fs::remove_file(&log).unwrap();
-        remove_orphans(dir.path());
+        remove_orphans(&dir.path().join("log"));
         assert!(!path_of(&log).exists());
     }
 }

@@ -210,10 +210,6 @@ pub(crate) fn upload_loop(inner: Arc<Inner>, runtime: tokio::runtime::Runtime) {
                     std::thread::sleep(Duration::from_secs(1));
                     continue;
                 }
-                inner
-                    .stats
-                    .segments_uploaded
-                    .fetch_add(1, Ordering::Relaxed);
                 inner.upload.stuck_logged.store(false, Ordering::Relaxed);
                 if let Some((_, since)) = lock(&inner.upload_error).take() {
                     tracing::info!(
@@ -289,6 +285,12 @@ fn finish(inner: &Inner, dir: &Path) -> std::io::Result<()> {
     let _ = std::fs::remove_dir_all(&done);
     std::fs::rename(dir, &done)?;
     fsutil::sync_dir(&inner.sealed_dir)?;
+    // Counted before the segment stops counting as pending: whoever sees the
+    // spool drained (flush) sees it uploaded.
+    inner
+        .stats
+        .segments_uploaded
+        .fetch_add(1, Ordering::Relaxed);
     count_out(inner, size);
     if let Err(e) = std::fs::remove_dir_all(&done) {
         // Not a segment any more: deleted at the next start.
