@@ -72,6 +72,11 @@ enum Command {
         /// Only this gateway's chain.
         #[arg(long)]
         gateway: Option<String>,
+        /// The gateways the archive must hold: a number (at least that many)
+        /// or a comma-separated list of gateway ids. Without it an empty
+        /// archive only gets a note.
+        #[arg(long)]
+        expect_gateways: Option<String>,
     },
     /// Everything local, with a scripted agent session: a dev token issuer, the
     /// gateway against the MariaDB at 127.0.0.1:3306, and a local archive.
@@ -249,7 +254,16 @@ fn main() -> anyhow::Result<()> {
             public_key,
             keyring,
             gateway,
-        } => verify(config, store, since, public_key, keyring, gateway),
+            expect_gateways,
+        } => verify(
+            config,
+            store,
+            since,
+            public_key,
+            keyring,
+            gateway,
+            expect_gateways,
+        ),
         Command::Retention(args) => lifecycle::retention(args),
         Command::Compact(args) => lifecycle::compact(args),
         Command::Keygen(args) => lifecycle::keygen(args),
@@ -550,6 +564,7 @@ fn verify(
     public_key: Vec<String>,
     keyring: Option<PathBuf>,
     gateway: Option<String>,
+    expect_gateways: Option<String>,
 ) -> anyhow::Result<()> {
     use chaperone_archive::verify::{verify, VerifyOptions};
     init_logging(false);
@@ -571,6 +586,10 @@ fn verify(
             (Some(_), false) => anyhow::bail!("use --keyring or --public-key, not both"),
         },
         gateway,
+        expect_gateways: expect_gateways
+            .map(|e| chaperone_archive::head::Expectation::parse(&e))
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
     };
     let report = tokio::runtime::Builder::new_current_thread()
         .enable_all()

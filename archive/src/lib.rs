@@ -4,6 +4,7 @@
 //!
 //! - [`chain`]: each gateway's hash chain of signed manifests, where it continues;
 //! - [`verify`]: signatures, hashes, the chain, per-session sequence continuity;
+//!   [`head`]: completeness against each gateway's published head;
 //! - [`lifecycle`]: retention and compaction, in signed lifecycle records that
 //!   `verify` follows;
 //! - [`keyring`]: the keys a verifier trusts, per period (signing-key rotation);
@@ -14,6 +15,7 @@
 
 pub mod chain;
 pub mod fsutil;
+pub mod head;
 pub mod keyring;
 pub mod lifecycle;
 pub mod parquet_file;

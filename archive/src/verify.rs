@@ -36,6 +36,8 @@ pub struct VerifyOptions {
     pub keyring: Option<Keyring>,
     /// Only this gateway's chain.
     pub gateway: Option<String>,
+    /// Gateways the archive must hold (an empty archive is then a failure).
+    pub expect_gateways: Option<crate::head::Expectation>,
 }
 
 /// One thing wrong with the archive.
@@ -108,6 +110,8 @@ pub enum Problem {
         path: String,
         record: String,
     },
+    /// What the gateways' heads show missing (`crate::head`).
+    Completeness(crate::head::HeadProblem),
 }
 
 impl fmt::Display for Problem {
@@ -149,6 +153,7 @@ impl fmt::Display for Problem {
                 f,
                 "SPOOL LOSS {bytes_lost} bytes of {spool_file} unrecoverable: {reason} (in {manifest})"
             ),
+            Completeness(p) => write!(f, "{p}"),
             LifecycleIncomplete { path, record } => write!(
                 f,
                 "LIFECYCLE INCOMPLETE {path} is still in the store though {record} took it out; run the same `chaperone retention` / `chaperone compact` again to finish"
@@ -256,7 +261,11 @@ struct StoredRecord {
 
 /// Checks a signature (and, with a keyring, that the signer is trusted at
 /// `at_ns`); returns the signer's key id.
-fn check_signature(bytes: &[u8], at_ns: i64, options: &VerifyOptions) -> Result<String, String> {
+pub(crate) fn check_signature(
+    bytes: &[u8],
+    at_ns: i64,
+    options: &VerifyOptions,
+) -> Result<String, String> {
     let signer = manifest::verify_signature(bytes, None).map_err(|e| e.to_string())?;
     if let Some(keyring) = &options.keyring {
         keyring.check(&signer, at_ns)?;
@@ -461,6 +470,7 @@ pub async fn verify(store: &Store, options: &VerifyOptions) -> Result<Report, St
     let mut listed: BTreeSet<String> = BTreeSet::new();
     let mut sessions: BTreeMap<String, SessionView> = BTreeMap::new();
     let no_records = BTreeMap::new();
+    let mut known_max: BTreeMap<String, u64> = BTreeMap::new();
 
     for (gateway, segments) in &by_gateway {
         let gateway_records = records.get(gateway).unwrap_or(&no_records);
@@ -469,6 +479,7 @@ pub async fn verify(store: &Store, options: &VerifyOptions) -> Result<Report, St
         // Read and check every manifest of the gateway; select those in range.
         let mut previous: Option<(u64, String, String)> = None; // (segment, sha, path)
         let all_max = known.iter().next_back().copied().unwrap_or(0);
+        known_max.insert(gateway.clone(), all_max);
         for &segment in &known {
             if let Some(a) = accounted.get(&segment) {
                 if let Some(path) = segments.get(&segment) {
@@ -693,6 +704,8 @@ pub async fn verify(store: &Store, options: &VerifyOptions) -> Result<Report, St
         }
     }
 
+    let expect = options.expect_gateways.as_ref();
+    crate::head::check(store, &layout, options, expect, &known_max, &mut report).await?;
     report.sessions = sessions.len();
     for (id, view) in sessions {
         check_session(&mut report, &id, view, options.since_ns.is_none());
@@ -776,11 +789,18 @@ fn report_declared(
             .or_default()
             .declared
             .push((g.first_seq, g.last_seq));
+        let mut reason = g.reason.clone();
+        if g.statements_dropped > 0 || g.bytes_dropped > 0 {
+            reason.push_str(&format!(
+                "; {} statement(s) and {} payload bytes not recorded",
+                g.statements_dropped, g.bytes_dropped
+            ));
+        }
         report.problems.push(Problem::RecordedGap {
             session: g.session_id.clone(),
             first: g.first_seq,
             last: g.last_seq,
-            reason: g.reason.clone(),
+            reason,
             manifest: path.to_string(),
         });
     }
@@ -857,6 +877,17 @@ fn check_chain(
 
 fn check_session(report: &mut Report, id: &str, mut view: SessionView, whole_archive: bool) {
     view.ranges.sort();
+    // Adjacent declared gaps (one per segment while an outage lasts) cover a
+    // hole together.
+    view.declared.sort();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (a, b) in view.declared.drain(..) {
+        match merged.last_mut() {
+            Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    view.declared = merged;
     let start = if view.started || whole_archive {
         0
     } else {

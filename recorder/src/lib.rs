@@ -8,7 +8,10 @@
 //! `chaperone_archive`; SQL over it is `chaperone_catalog`.
 
 mod command_codec;
+pub mod commit;
 pub mod config;
+mod gap;
+mod head;
 pub mod metrics;
 pub mod recorder;
 pub mod segment;

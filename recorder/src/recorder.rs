@@ -34,7 +34,6 @@ use std::time::{Duration, Instant};
 
 use chaperone_schemas::event::{now_ns, Direction, TapEvent};
 use chaperone_schemas::layout::{valid_gateway_id, Layout};
-use chaperone_schemas::manifest::Gap;
 use chaperone_schemas::tap::{Tap, TapError};
 
 use crate::config::{ArchiveConfig, Durability, FailureMode};
@@ -123,16 +122,16 @@ struct CaptureState {
 }
 
 /// Appended records not yet written, and the session state they imply.
-struct Buffer {
-    bytes: Vec<u8>,
+pub(crate) struct Buffer {
+    pub(crate) bytes: Vec<u8>,
     /// Logical offset (over the recorder's life) just past `bytes`.
-    end: u64,
+    pub(crate) end: u64,
     /// Records appended to the current log.
-    records_in_log: u64,
-    sessions: SessionTable,
+    pub(crate) records_in_log: u64,
+    pub(crate) sessions: SessionTable,
     capture: HashMap<String, CaptureState>,
-    /// Open gaps of dropped frames (fail-open), per session: first, last seq.
-    gaps: HashMap<String, (u64, u64)>,
+    /// Open gaps of dropped frames (fail-open), per session.
+    pub(crate) gaps: HashMap<String, crate::gap::OpenGap>,
 }
 
 /// The log file being appended to.
@@ -163,7 +162,9 @@ pub(crate) struct Inner {
     pub(crate) sealed_dir: PathBuf,
     pub(crate) settings: SegmentSettings,
     pub(crate) store: Store,
-    signing_key: ed25519_dalek::SigningKey,
+    pub(crate) signing_key: ed25519_dalek::SigningKey,
+    pub(crate) head: crate::head::HeadState,
+    pub(crate) fail_open: crate::gap::FailOpenState,
     buffer: Mutex<Buffer>,
     log: Mutex<ActiveLog>,
     written: AtomicU64,
@@ -275,6 +276,12 @@ impl Recorder {
             settings,
             store,
             signing_key,
+            head: crate::head::HeadState::new(
+                chain.last_segment,
+                chain.last_manifest_sha256.clone(),
+                sealed_segments(&sealed_dir).first().map(|(n, _)| *n),
+            ),
+            fail_open: Default::default(),
             buffer: Mutex::new(Buffer {
                 bytes: Vec::with_capacity(1 << 20),
                 end: 0,
@@ -317,6 +324,7 @@ impl Recorder {
             read_buf: Vec::new(),
         };
         sealer.recover().map_err(OpenError::Recovery)?;
+        crate::commit::remove_orphans(&log_dir);
 
         // The new log.
         let file = create_log(&log_path, &inner.gateway_id, &SessionTable::new())
@@ -533,11 +541,12 @@ impl Drop for Recorder {
 impl Tap for Recorder {
     fn record_request(&self, event: TapEvent) -> Result<(), TapError> {
         let inner = &self.inner;
-        let full = inner.spool_full();
+        // fail_open while full is handled (degraded) below; this is fail_closed.
+        let full = inner.spool_full() && inner.config.on_spool_full == FailureMode::FailClosed;
         let end = {
             let mut b = lock(&inner.buffer);
-            if full && inner.config.on_spool_full == FailureMode::FailOpen {
-                inner.drop_or_append(&mut b, event, "spool full (fail_open)");
+            if inner.degraded() {
+                inner.drop_or_append(&mut b, event);
                 return Ok(());
             }
             // The request is appended even when it is refused below: the archive
@@ -552,7 +561,9 @@ impl Tap for Recorder {
         match inner.ensure_written(end, inner.config.durability == Durability::Sync) {
             Ok(()) => Ok(()),
             Err(e) if inner.config.on_spool_full == FailureMode::FailOpen => {
-                tracing::warn!(error = %e, "archive spool write failed; command runs (fail_open)");
+                if let Some(suppressed) = inner.fail_open.write_log.allow() {
+                    tracing::warn!(error = %e, suppressed, "archive spool write failed; command runs (fail_open)");
+                }
                 Ok(())
             }
             Err(e) => {
@@ -571,23 +582,25 @@ impl Tap for Recorder {
 
     fn record(&self, event: TapEvent) {
         let inner = &self.inner;
-        let fail_open_full =
-            inner.config.on_spool_full == FailureMode::FailOpen && inner.spool_full();
+        let degraded = inner.degraded();
         let wake = {
             let mut b = lock(&inner.buffer);
-            if fail_open_full || b.bytes.len() > MAX_BUFFER_BYTES {
-                inner.drop_or_append(&mut b, event, "spool full (fail_open)");
+            if degraded || b.bytes.len() > MAX_BUFFER_BYTES {
+                inner.drop_or_append(&mut b, event);
             } else {
                 inner.append(&mut b, event);
             }
-            b.bytes.len() >= INLINE_WRITE_BYTES
+            // A failing disk is retried by the writer, not by every event.
+            b.bytes.len() >= INLINE_WRITE_BYTES && !degraded
         };
         if wake {
             // The writer is behind: write here (the gateway's thread pays, the
             // buffer stays bounded).
             let end = lock(&inner.buffer).end;
             if let Err(e) = inner.ensure_written(end, false) {
-                tracing::warn!(error = %e, "archive spool write failed");
+                if let Some(suppressed) = inner.fail_open.write_log.allow() {
+                    tracing::warn!(error = %e, suppressed, "archive spool write failed");
+                }
             }
         }
     }
@@ -617,19 +630,13 @@ impl Inner {
     }
 
     /// Appends an event to the buffer (with capture cap and session tracking).
-    fn append(&self, b: &mut Buffer, event: TapEvent) {
+    pub(crate) fn append(&self, b: &mut Buffer, event: TapEvent) {
         let before = b.bytes.len();
         match event {
             TapEvent::Frame(frame) => {
                 if !b.gaps.is_empty() {
-                    if let Some((first, last)) = b.gaps.remove(&*frame.session_id) {
-                        self.append_gap(
-                            b,
-                            &frame.session_id,
-                            first,
-                            last,
-                            "spool full (fail_open)",
-                        );
+                    if let Some(gap) = b.gaps.remove(&*frame.session_id) {
+                        self.append_gap(b, &frame.session_id, gap);
                     }
                 }
                 let (kept, capped) = self.capture(b, &frame.session_id, &frame);
@@ -658,7 +665,8 @@ impl Inner {
                 );
                 self.stats.frames.fetch_add(1, Ordering::Relaxed);
             }
-            TapEvent::Command(summary) => {
+            TapEvent::Command(mut summary) => {
+                crate::gap::fill_sql(&mut summary, &b.sessions);
                 let (capped, bytes_dropped) = match b.capture.get_mut(&summary.session_id) {
                     Some(c) if c.command_index == summary.command_index => {
                         let r = (c.capped, c.dropped);
@@ -696,8 +704,8 @@ impl Inner {
                 );
             }
             TapEvent::SessionEnd(end) => {
-                if let Some((first, last)) = b.gaps.remove(&end.session_id) {
-                    self.append_gap(b, &end.session_id, first, last, "spool full (fail_open)");
+                if let Some(gap) = b.gaps.remove(&end.session_id) {
+                    self.append_gap(b, &end.session_id, gap);
                 }
                 spool::encode_json(&mut b.bytes, Kind::SessionEnd, &*end);
                 b.sessions.remove(&end.session_id);
@@ -748,52 +756,6 @@ impl Inner {
         }
     }
 
-    /// Fail-open while full: frames are dropped and their gap is recorded; the
-    /// small records (sessions, summaries) are still appended.
-    fn drop_or_append(&self, b: &mut Buffer, event: TapEvent, _why: &str) {
-        match event {
-            TapEvent::Frame(frame) => {
-                if let Some(s) = b.sessions.get_mut(&*frame.session_id) {
-                    segment::track_frame(
-                        s,
-                        frame.seq,
-                        frame.command_index,
-                        frame.time_ns,
-                        frame.direction,
-                        &frame.payload,
-                    );
-                }
-                let gap = b
-                    .gaps
-                    .entry(frame.session_id.to_string())
-                    .or_insert((frame.seq, frame.seq));
-                gap.1 = frame.seq;
-                let n = self.stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
-                if n.is_multiple_of(10_000) {
-                    tracing::warn!(
-                        dropped = n + 1,
-                        "archive spool full: frames are NOT recorded (fail_open); the gaps are recorded"
-                    );
-                }
-            }
-            other => self.append(b, other),
-        }
-    }
-
-    fn append_gap(&self, b: &mut Buffer, session_id: &str, first: u64, last: u64, reason: &str) {
-        spool::encode_json(
-            &mut b.bytes,
-            Kind::Gap,
-            &Gap {
-                session_id: session_id.to_string(),
-                first_seq: first,
-                last_seq: last,
-                reason: reason.to_string(),
-                at_ns: now_ns(),
-            },
-        );
-    }
-
     /// Makes sure everything up to logical offset `end` is written (and fsync'd
     /// with `sync`).
     fn ensure_written(&self, end: u64, sync: bool) -> std::io::Result<()> {
@@ -836,6 +798,7 @@ impl Inner {
             Ok(()) => {
                 log.size += bytes.len() as u64;
                 log.write_error = None;
+                self.fail_open.write_result(true);
                 bytes.clear();
                 log.spare = bytes;
                 self.written.store(end, Ordering::Release);
@@ -851,6 +814,7 @@ impl Inner {
                     tracing::error!(error = %e, log = %log.path.display(), "archive spool write failed; retrying");
                 }
                 log.write_error = Some(e.to_string());
+                self.fail_open.write_result(false);
                 Err(e)
             }
         }
@@ -870,6 +834,8 @@ impl Inner {
         self.write_out(log)?;
         let (checkpoint_sessions, had_records) = {
             let mut b = lock(&self.buffer);
+            // The log being closed declares what it misses.
+            self.close_gaps(&mut b);
             // Anything appended since write_out above.
             if !b.bytes.is_empty() {
                 log.file.write_all(&b.bytes)?;
@@ -894,6 +860,11 @@ impl Inner {
         // Outside the buffer lock: the gateway keeps appending while the disk
         // works (the log lock, held, keeps those appends out of the old file).
         log.file.sync_all()?;
+        crate::commit::mark(
+            &log.path,
+            log.size,
+            self.config.durability == Durability::Sync,
+        )?;
         self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.synced
             .store(self.written.load(Ordering::Acquire), Ordering::Release);
@@ -959,6 +930,9 @@ fn create_log(path: &Path, gateway_id: &str, sessions: &SessionTable) -> std::io
     );
     file.write_all(&preamble)?;
     file.sync_all()?;
+    // A watermark from the start: a host crash before the first group commit
+    // is then still told apart from a process crash (crate::commit).
+    crate::commit::mark(path, preamble.len() as u64, false)?;
     if let Some(dir) = path.parent() {
         fsutil::sync_dir(dir)?;
     }
@@ -970,6 +944,8 @@ fn writer_loop(inner: Arc<Inner>) {
     let max_age = inner.config.segment_max_age();
     let max_bytes = inner.config.segment_max_bytes;
     let mut last_error_log = Instant::now() - Duration::from_secs(60);
+    let sync_mode = inner.config.durability == Durability::Sync;
+    let mut marked: Option<(PathBuf, u64)> = None;
     while !inner.closing.load(Ordering::SeqCst) {
         std::thread::park_timeout(FLUSH_INTERVAL);
         let mut log = lock(&inner.log);
@@ -979,24 +955,33 @@ fn writer_loop(inner: Arc<Inner>) {
         let result = (|| {
             inner.write_out(&mut log)?;
             let mut group_commit = None;
-            if inner.synced.load(Ordering::Acquire) < inner.written.load(Ordering::Acquire)
+            // Also when `sync` fsync'd everything already: the commit watermark
+            // (crate::commit) must follow.
+            let unmarked = marked.as_ref() != Some(&(log.path.clone(), log.size));
+            if (inner.synced.load(Ordering::Acquire) < inner.written.load(Ordering::Acquire)
+                || unmarked)
                 && log.last_fsync.elapsed() >= fsync_every
+                && !inner.closing.load(Ordering::SeqCst)
             {
                 log.last_fsync = Instant::now();
                 group_commit = Some((
                     log.sync_handle.clone(),
                     inner.written.load(Ordering::Acquire),
+                    (log.path.clone(), log.size),
                 ));
             }
-            if log.size >= max_bytes || log.opened.elapsed() >= max_age {
+            let rotate_soon = inner.fail_open.rotate_soon.swap(false, Ordering::AcqRel);
+            if log.size >= max_bytes || log.opened.elapsed() >= max_age || rotate_soon {
                 inner.rotate(&mut log, LogEnd::Rotated)?;
                 log.opened = Instant::now();
             }
             // The group commit runs without the log lock: requests keep being
             // written (not waiting for the disk) while it runs.
             drop(log);
-            if let Some((handle, written)) = group_commit {
+            if let Some((handle, written, (path, size))) = group_commit {
                 inner.fsync(&handle, written)?;
+                crate::commit::mark(&path, size, sync_mode)?;
+                marked = Some((path, size));
             }
             Ok::<(), std::io::Error>(())
         })();
@@ -1147,9 +1132,11 @@ impl Sealer {
         }
         fsutil::sync_dir(&inner.sealed_dir).map_err(io)?;
         self.chain.advance(segment, &manifest_bytes, &name);
+        inner.head.sealed(segment);
         chain::save_local(&inner.spool_dir, &self.chain).map_err(io)?;
         let log_size = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
         std::fs::remove_file(log).map_err(io)?;
+        crate::commit::remove_orphans(&inner.log_dir);
         let _ = fsutil::sync_dir(&inner.log_dir);
         inner
             .spool_bytes

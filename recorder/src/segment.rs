@@ -11,9 +11,7 @@ use std::path::{Path, PathBuf};
 use arrow::array::{AsArray, RecordBatch};
 use chaperone_schemas::event::{CommandSummary, Direction, SessionEnd};
 use chaperone_schemas::layout::Layout;
-use chaperone_schemas::manifest::{
-    Gap, Manifest, ManifestFile, PreviousManifest, SessionSeqs, SpoolLoss,
-};
+use chaperone_schemas::manifest::{Gap, Manifest, ManifestFile, PreviousManifest, SessionSeqs};
 use chaperone_schemas::rows::{Capture, FrameRow, FrameRows, SessionRows, StatementRows};
 use chaperone_schemas::tables::Table;
 
@@ -192,35 +190,12 @@ pub fn seal_log(
         }
     }
 
-    if let Some(torn) = reader.torn() {
-        // Only a log the gateway did not close can end in a write cut short.
-        let cut_write = torn.cut_write && end == LogEnd::Interrupted;
-        if cut_write {
-            tracing::warn!(
-                log = %log_name,
-                offset = torn.offset,
-                bytes_lost = torn.bytes_lost,
-                reason = %torn.reason,
-                "spool log ends in a write cut short by the crash: nothing in it was acknowledged; noted in the manifest"
-            );
-        } else {
-            tracing::error!(
-                log = %log_name,
-                offset = torn.offset,
-                bytes_lost = torn.bytes_lost,
-                reason = %torn.reason,
-                "spool log damaged: recovered up to the last whole record; the rest is lost and recorded in the manifest"
-            );
-        }
-        manifest.spool_losses.push(SpoolLoss {
-            spool_file: log_name.clone(),
-            offset: torn.offset,
-            bytes_lost: torn.bytes_lost,
-            reason: torn.reason.clone(),
-            detected_at_ns: chaperone_schemas::event::now_ns(),
-            cut_write,
-        });
-    }
+    manifest.spool_losses = crate::commit::declare(
+        log,
+        reader.losses(),
+        read_buf.len() as u64,
+        end == LogEnd::Interrupted,
+    );
 
     if end == LogEnd::Interrupted {
         let at = if last_time_ns == i64::MIN {

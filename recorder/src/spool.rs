@@ -2,14 +2,22 @@
 //!
 //! ```text
 //! file   := MAGIC record*
-//! record := len:u32le crc:u32le body[len]        crc = CRC-32 (IEEE) of body
+//! record := MARK len:u32le hcrc:u32le crc:u32le body[len]
+//!           MARK = F0 9F 93 BC, hcrc = CRC-32 of len's 4 bytes,
+//!           crc = CRC-32 (IEEE) of body
 //! body   := kind:u8 content
 //! ```
 //!
-//! A crash can only tear the end of a file (records are appended, never
-//! rewritten), so a reader stops at the first record whose length runs past the
-//! end of the file or whose checksum does not match, and reports how many bytes it
-//! could not use: the loss is known and recorded, never silent.
+//! A process crash can only cut the end of a file (records are appended, never
+//! rewritten); a host crash or a bad disk can also damage the middle. The marker
+//! and the header checksum let a reader resynchronise: a record whose body
+//! checksum fails is skipped by its (checked) length, a record whose header is
+//! damaged is skipped by scanning forward for the next marker whose header and
+//! body check out. Every skipped byte range is reported ([`LogReader::losses`]),
+//! so one flipped byte costs one record, declared, never the rest of the log.
+//!
+//! Logs written by the previous version (`CHPSPL1\n`: `len crc body` without
+//! marker) are still read; there, reading stops at the first damage.
 //!
 //! Frames (the bulk) and command summaries (one per statement) are encoded in
 //! binary; the rare records (session start and end, checkpoints, gaps) as JSON.
@@ -20,12 +28,19 @@ use chaperone_schemas::event::{CommandSummary, Direction, SessionEnd, SessionSta
 use chaperone_schemas::manifest::Gap;
 use serde::{Deserialize, Serialize};
 
-/// The first bytes of every spool log.
-pub const MAGIC: &[u8; 8] = b"CHPSPL1\n";
+/// The first bytes of every spool log this version writes.
+pub const MAGIC: &[u8; 8] = b"CHPSPL2\n";
+/// The first bytes of a log of the previous version (no record marker).
+pub const MAGIC_V1: &[u8; 8] = b"CHPSPL1\n";
+/// The first bytes of every record (format 2): what resynchronisation scans for.
+pub const MARK: [u8; 4] = [0xF0, 0x9F, 0x93, 0xBC];
 /// Extension of spool logs.
 pub const LOG_EXTENSION: &str = "spool";
 
-const HEADER_LEN: usize = 8;
+/// Record header of format 2: marker, length, header CRC, body CRC.
+const HEADER_LEN: usize = 16;
+/// Record header of format 1: length, body CRC.
+const HEADER_LEN_V1: usize = 8;
 /// The largest record a reader accepts (a frame is at most 1 GiB).
 const MAX_RECORD: u32 = (1 << 30) + 4096;
 
@@ -139,8 +154,7 @@ pub fn encode_frame(out: &mut Vec<u8>, f: &FrameRecord<'_>) {
     let body_len = 1 + FRAME_FIXED + sid_len + f.payload.len();
     let start = out.len();
     out.reserve(HEADER_LEN + body_len);
-    out.extend_from_slice(&(body_len as u32).to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&[0; HEADER_LEN]);
     out.push(Kind::Frame as u8);
     out.extend_from_slice(&f.seq.to_le_bytes());
     out.extend_from_slice(&f.command_index.to_le_bytes());
@@ -163,8 +177,6 @@ pub fn encode_command(out: &mut Vec<u8>, record: &CommandRecord) {
     out.extend_from_slice(&[0; HEADER_LEN]);
     out.push(Kind::CommandBin as u8);
     crate::command_codec::encode(out, record);
-    let body_len = (out.len() - start - HEADER_LEN) as u32;
-    out[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
     seal_record(out, start);
 }
 
@@ -174,37 +186,47 @@ pub fn encode_json<T: Serialize>(out: &mut Vec<u8>, kind: Kind, value: &T) {
     out.extend_from_slice(&[0; HEADER_LEN]);
     out.push(kind as u8);
     serde_json::to_writer(&mut *out, value).expect("spool records serialize");
-    let body_len = (out.len() - start - HEADER_LEN) as u32;
-    out[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
     seal_record(out, start);
 }
 
+/// Fills the header of the record that starts at `start` and runs to the end
+/// of `out` (its body already written after `HEADER_LEN` placeholder bytes).
 fn seal_record(out: &mut [u8], start: usize) {
+    let len = ((out.len() - start - HEADER_LEN) as u32).to_le_bytes();
     let crc = crc32fast::hash(&out[start + HEADER_LEN..]);
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    let h = &mut out[start..start + HEADER_LEN];
+    h[..4].copy_from_slice(&MARK);
+    h[4..8].copy_from_slice(&len);
+    h[8..12].copy_from_slice(&crc32fast::hash(&len).to_le_bytes());
+    h[12..16].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Why reading stopped before the end of a log.
+/// A byte range of a log that could not be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Torn {
-    /// Offset of the first record that could not be used.
+    /// Offset of the first byte that could not be used.
     pub offset: u64,
     pub bytes_lost: u64,
     pub reason: String,
     /// The last record runs past the end of the file: a write cut short by a
     /// crash while appending (SIGKILL can stop a write between pages). Records
     /// are appended in order and a request is acknowledged only once its write
-    /// returned, so nothing in a cut write was acknowledged. Anything else
-    /// (a bad checksum, an undecodable record) is damage.
+    /// returned, so after a process crash nothing in a cut write was
+    /// acknowledged; whether that holds is decided against the log's commit
+    /// watermark ([`crate::commit`]). Anything else (a bad checksum, an
+    /// undecodable record) is damage.
     pub cut_write: bool,
 }
 
-/// Reads a log's records in order; stops at the end or at the first damage.
-/// Records borrow the log's bytes (not the reader), so a caller can keep them.
+/// Reads a log's records in order, skipping damaged ones (format 2) or
+/// stopping at the first damage (format 1). Records borrow the log's bytes
+/// (not the reader), so a caller can keep them.
 pub struct LogReader<'a> {
     data: &'a [u8],
     pos: usize,
-    torn: Option<Torn>,
+    /// Format 2: records carry a marker and a header checksum.
+    framed: bool,
+    losses: Vec<Torn>,
 }
 
 /// Reads a whole log into `buf` (replacing its contents, keeping its capacity:
@@ -219,76 +241,216 @@ pub fn read_log(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// What was found at a position of a format 2 log.
+enum Probe {
+    /// A whole record: body start and length.
+    Record(usize, usize),
+    /// A good header whose body fails its checksum: the record's total length.
+    BadBody(usize),
+    /// A good header announcing more bytes than the file has.
+    Cut(usize),
+    /// No valid header here.
+    Nothing,
+}
+
 impl<'a> LogReader<'a> {
     pub fn new(data: &'a [u8]) -> LogReader<'a> {
         let mut reader = LogReader {
             data,
             pos: 0,
-            torn: None,
+            framed: true,
+            losses: Vec::new(),
         };
-        if reader.data.len() < MAGIC.len() || &reader.data[..MAGIC.len()] != MAGIC {
-            reader.tear(
-                "the file does not start with the spool magic".into(),
-                data.len() < MAGIC.len() && MAGIC.starts_with(data),
-            );
-        } else {
+        let head = &data[..data.len().min(MAGIC.len())];
+        if head == MAGIC {
             reader.pos = MAGIC.len();
+        } else if head == MAGIC_V1 {
+            reader.pos = MAGIC.len();
+            reader.framed = false;
+        } else {
+            let cut = data.len() < MAGIC.len() && MAGIC.starts_with(data);
+            reader.lose_rest("the file does not start with the spool magic".into(), cut);
         }
         reader
     }
 
-    /// Set once reading stopped on damage.
+    /// The first damage found so far.
     pub fn torn(&self) -> Option<&Torn> {
-        self.torn.as_ref()
+        self.losses.first()
     }
 
-    /// Bytes of whole records read so far (including the magic).
+    /// Every unusable byte range found so far, in file order.
+    pub fn losses(&self) -> &[Torn] {
+        &self.losses
+    }
+
+    /// Bytes of the log read so far (including the magic and skipped ranges).
     pub fn position(&self) -> u64 {
         self.pos as u64
     }
 
-    fn tear(&mut self, reason: String, cut_write: bool) {
-        self.torn = Some(Torn {
-            offset: self.pos as u64,
-            bytes_lost: (self.data.len() - self.pos) as u64,
+    fn lose(&mut self, from: usize, to: usize, reason: String, cut_write: bool) {
+        self.losses.push(Torn {
+            offset: from as u64,
+            bytes_lost: (to - from) as u64,
             reason,
             cut_write,
         });
+    }
+
+    fn lose_rest(&mut self, reason: String, cut_write: bool) {
+        self.lose(self.pos, self.data.len(), reason, cut_write);
         self.pos = self.data.len();
     }
 
-    /// The next record, or None at the end (check [`LogReader::torn`]).
+    /// The next record, or None at the end (check [`LogReader::losses`]).
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Option<Record<'a>> {
-        let (start, len) = self.next_body()?;
-        let data: &'a [u8] = self.data;
-        match decode(&data[start..start + len]) {
-            Ok(r) => Some(r),
-            Err(reason) => {
-                // A record with a good checksum that does not decode: written by
-                // an incompatible build. Stop here, reporting it (fields set
-                // directly: the data stays borrowed in the other arm).
-                let offset = start - HEADER_LEN;
-                self.torn = Some(Torn {
-                    offset: offset as u64,
-                    bytes_lost: (self.data.len() - offset) as u64,
-                    reason,
-                    cut_write: false,
-                });
-                self.pos = self.data.len();
-                None
+        loop {
+            let (start, len) = if self.framed {
+                self.next_body()?
+            } else {
+                self.next_body_v1()?
+            };
+            let data: &'a [u8] = self.data;
+            match decode(&data[start..start + len]) {
+                Ok(r) => return Some(r),
+                Err(reason) => {
+                    // A record with good checksums that does not decode: written
+                    // by an incompatible build. Skipped, declared (format 1:
+                    // reading stops, as it always did).
+                    let header = if self.framed {
+                        HEADER_LEN
+                    } else {
+                        HEADER_LEN_V1
+                    };
+                    let offset = start - header;
+                    if self.framed {
+                        self.lose(offset, start + len, reason, false);
+                    } else {
+                        self.pos = offset;
+                        self.lose_rest(reason, false);
+                        return None;
+                    }
+                }
             }
         }
     }
 
-    /// Finds the next whole record; returns its body's (start, len).
+    fn probe(&self, p: usize) -> Probe {
+        let d = self.data;
+        if d.len() - p < HEADER_LEN || d[p..p + 4] != MARK {
+            return Probe::Nothing;
+        }
+        let len_bytes = &d[p + 4..p + 8];
+        let hcrc = u32::from_le_bytes(d[p + 8..p + 12].try_into().expect("4 bytes"));
+        if crc32fast::hash(len_bytes) != hcrc {
+            return Probe::Nothing;
+        }
+        let len = u32::from_le_bytes(len_bytes.try_into().expect("4 bytes")) as usize;
+        if len == 0 || len > MAX_RECORD as usize {
+            return Probe::Nothing;
+        }
+        if len > d.len() - p - HEADER_LEN {
+            return Probe::Cut(len);
+        }
+        let crc = u32::from_le_bytes(d[p + 12..p + 16].try_into().expect("4 bytes"));
+        let body = &d[p + HEADER_LEN..p + HEADER_LEN + len];
+        if crc32fast::hash(body) != crc {
+            return Probe::BadBody(HEADER_LEN + len);
+        }
+        Probe::Record(p + HEADER_LEN, len)
+    }
+
+    /// Format 2: the next whole record, skipping (and declaring) damage.
     fn next_body(&mut self) -> Option<(usize, usize)> {
+        loop {
+            let p = self.pos;
+            let remaining = self.data.len() - p;
+            if remaining == 0 {
+                return None;
+            }
+            match self.probe(p) {
+                Probe::Record(start, len) => {
+                    self.pos = start + len;
+                    return Some((start, len));
+                }
+                Probe::BadBody(total) => {
+                    self.lose(p, p + total, "record checksum mismatch".into(), false);
+                    self.pos = p + total;
+                }
+                Probe::Cut(len) => {
+                    // Only the end of the file can be a cut write; a later
+                    // marker means this header is inside damage.
+                    match self.resync(p + 1) {
+                        None => {
+                            self.lose_rest(
+                                format!(
+                                    "torn record: {len} bytes announced, {} present",
+                                    remaining - HEADER_LEN
+                                ),
+                                true,
+                            );
+                            return None;
+                        }
+                        Some(next) => {
+                            self.lose(
+                                p,
+                                next,
+                                "record length runs into the next record".into(),
+                                false,
+                            );
+                            self.pos = next;
+                        }
+                    }
+                }
+                Probe::Nothing => match self.resync(p + 1) {
+                    None => {
+                        let cut = remaining < HEADER_LEN
+                            && MARK.starts_with(&self.data[p..p + remaining.min(4)]);
+                        let reason = if cut {
+                            format!("torn record header ({remaining} bytes at the end)")
+                        } else {
+                            "damaged record header; no whole record after it".into()
+                        };
+                        self.lose_rest(reason, cut);
+                        return None;
+                    }
+                    Some(next) => {
+                        self.lose(p, next, "damaged record header".into(), false);
+                        self.pos = next;
+                    }
+                },
+            }
+        }
+    }
+
+    /// The offset of the next position from `from` that holds a whole record
+    /// (a marker with good checksums). A payload could contain bytes that look
+    /// like a record; this is only consulted inside damage, where the choice is
+    /// between that risk and losing the rest of the log.
+    fn resync(&self, from: usize) -> Option<usize> {
+        let d = self.data;
+        let mut p = from;
+        while p + HEADER_LEN <= d.len() {
+            let i = d[p..].windows(4).position(|w| w == MARK)?;
+            p += i;
+            if matches!(self.probe(p), Probe::Record(..)) {
+                return Some(p);
+            }
+            p += 1;
+        }
+        None
+    }
+
+    /// Format 1: the next whole record; stops at the first damage.
+    fn next_body_v1(&mut self) -> Option<(usize, usize)> {
         let remaining = self.data.len() - self.pos;
         if remaining == 0 {
             return None;
         }
-        if remaining < HEADER_LEN {
-            self.tear(
+        if remaining < HEADER_LEN_V1 {
+            self.lose_rest(
                 format!("torn record header ({remaining} bytes at the end)"),
                 true,
             );
@@ -298,26 +460,26 @@ impl<'a> LogReader<'a> {
         let len = u32::from_le_bytes(self.data[p..p + 4].try_into().expect("4 bytes"));
         let crc = u32::from_le_bytes(self.data[p + 4..p + 8].try_into().expect("4 bytes"));
         if len == 0 || len > MAX_RECORD {
-            self.tear(format!("bad record length {len}"), false);
+            self.lose_rest(format!("bad record length {len}"), false);
             return None;
         }
-        if (len as usize) > remaining - HEADER_LEN {
-            self.tear(
+        if (len as usize) > remaining - HEADER_LEN_V1 {
+            self.lose_rest(
                 format!(
                     "torn record: {len} bytes announced, {} present",
-                    remaining - HEADER_LEN
+                    remaining - HEADER_LEN_V1
                 ),
                 true,
             );
             return None;
         }
-        let body = &self.data[p + HEADER_LEN..p + HEADER_LEN + len as usize];
+        let body = &self.data[p + HEADER_LEN_V1..p + HEADER_LEN_V1 + len as usize];
         if crc32fast::hash(body) != crc {
-            self.tear("record checksum mismatch".into(), false);
+            self.lose_rest("record checksum mismatch".into(), false);
             return None;
         }
-        self.pos = p + HEADER_LEN + len as usize;
-        Some((p + HEADER_LEN, len as usize))
+        self.pos = p + HEADER_LEN_V1 + len as usize;
+        Some((p + HEADER_LEN_V1, len as usize))
     }
 }
 
@@ -463,5 +625,63 @@ mod tests {
         while r.next().is_some() {}
         assert!(r.torn().unwrap().reason.contains("checksum"));
         assert!(!r.torn().unwrap().cut_write, "damage, not a cut write");
+    }
+
+    fn frames_of(data: &[u8]) -> (Vec<u64>, Vec<Torn>) {
+        let mut r = LogReader::new(data);
+        let mut seqs = Vec::new();
+        while let Some(rec) = r.next() {
+            if let Record::Frame(f) = rec {
+                seqs.push(f.seq);
+            }
+        }
+        (seqs, r.losses().to_vec())
+    }
+
+    fn long_log(n: u64) -> (Vec<u8>, Vec<usize>) {
+        let mut out = sample_log();
+        let mut starts = Vec::new();
+        for seq in 2..n {
+            starts.push(out.len());
+            encode_frame(&mut out, &frame(seq, format!("payload {seq}").as_bytes()));
+        }
+        (out, starts)
+    }
+
+    #[test]
+    fn a_flipped_byte_costs_one_record_declared_wherever_it_is() {
+        let (log, starts) = long_log(40);
+        let victim = 20usize; // the record of seq 20 starts at starts[18]
+        let start = starts[victim - 2];
+        let end = starts[victim - 1];
+        for at in start..end {
+            let mut bad = log.clone();
+            bad[at] ^= 0x40;
+            let (seqs, losses) = frames_of(&bad);
+            let expected: Vec<u64> = (0..40).filter(|s| *s != victim as u64).collect();
+            assert_eq!(seqs, expected, "flip at {at}");
+            assert_eq!(losses.len(), 1, "flip at {at}: {losses:?}");
+            assert_eq!(losses[0].offset, start as u64, "flip at {at}");
+            assert_eq!(losses[0].bytes_lost, (end - start) as u64, "flip at {at}");
+            assert!(!losses[0].cut_write);
+        }
+    }
+
+    #[test]
+    fn logs_of_the_previous_format_are_still_read() {
+        // Format 1: `len crc body`, magic CHPSPL1.
+        let mut v1 = MAGIC_V1.to_vec();
+        let mut v2 = Vec::new();
+        encode_frame(&mut v2, &frame(0, b"old"));
+        let body = &v2[HEADER_LEN..];
+        v1.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        v1.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+        v1.extend_from_slice(body);
+        let (seqs, losses) = frames_of(&v1);
+        assert_eq!(seqs, vec![0]);
+        assert!(losses.is_empty());
+        let (seqs, losses) = frames_of(&v1[..v1.len() - 1]);
+        assert!(seqs.is_empty());
+        assert!(losses[0].cut_write);
     }
 }

@@ -176,6 +176,7 @@ pub(crate) fn upload_loop(inner: Arc<Inner>, runtime: tokio::runtime::Runtime) {
         let next = sealed_segments(&inner.sealed_dir).into_iter().next();
         let Some((segment, dir)) = next else {
             inner.upload.oldest_pending_ms.store(0, Ordering::Relaxed);
+            runtime.block_on(crate::head::when_idle(&inner));
             if inner.stop_uploads.load(Ordering::SeqCst) {
                 return;
             }
@@ -189,7 +190,18 @@ pub(crate) fn upload_loop(inner: Arc<Inner>, runtime: tokio::runtime::Runtime) {
         if last_failed {
             inner.stats.upload_retries.fetch_add(1, Ordering::Relaxed);
         }
-        let result = runtime.block_on(upload_segment(&inner, segment, &dir));
+        let result = runtime.block_on(async {
+            crate::head::before_upload(&inner).await;
+            upload_segment(&inner, segment, &dir).await?;
+            // The head follows every upload (before the segment leaves the
+            // spool): verify then knows the chain reaches this far.
+            let sha = std::fs::read(dir.join("manifest.json"))
+                .ok()
+                .map(|b| sha256_hex(&b));
+            crate::head::after_upload(&inner, segment, sha)
+                .await
+                .map_err(UploadError::Store)
+        });
         last_failed = matches!(result, Err(UploadError::Store(_)));
         match result {
             Ok(()) => {

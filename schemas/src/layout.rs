@@ -180,6 +180,23 @@ impl Layout {
         Some((gateway.to_string(), number.parse().ok()?))
     }
 
+    /// `<prefix>/v1/heads`.
+    pub fn heads_root(&self) -> String {
+        format!("{}/{}", self.root(), crate::head::HEADS_DIR)
+    }
+
+    /// `<prefix>/v1/heads/<gateway>.json`.
+    pub fn head(&self, gateway_id: &str) -> String {
+        format!("{}/{gateway_id}.{MANIFEST_EXTENSION}", self.heads_root())
+    }
+
+    /// Reads the gateway back from a head path of this layout.
+    pub fn parse_head(&self, path: &str) -> Option<String> {
+        let rest = path.strip_prefix(&self.heads_root())?.strip_prefix('/')?;
+        let gateway = rest.strip_suffix(&format!(".{MANIFEST_EXTENSION}"))?;
+        valid_gateway_id(gateway).then(|| gateway.to_string())
+    }
+
     /// `<prefix>/v1/manifests`.
     pub fn manifests_root(&self) -> String {
         format!("{}/{MANIFESTS_DIR}", self.root())

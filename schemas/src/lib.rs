@@ -9,11 +9,13 @@
 //! - [`layout`]: object paths and partitions in the store;
 //! - [`manifest`]: per-segment manifests, their hash chain and signature;
 //! - [`lifecycle`]: what retention and compaction removed or replaced;
+//! - [`head`]: how far each gateway's archive should reach;
 //! - [`tap`]: the contract between the gateway and the recorder, and [`command`]
 //!   codes and names (the recorder names commands without knowing the gateway).
 
 pub mod command;
 pub mod event;
+pub mod head;
 pub mod identity;
 pub mod layout;
 pub mod lifecycle;

@@ -105,6 +105,17 @@ pub struct Gap {
     pub last_seq: u64,
     pub reason: String,
     pub at_ns: i64,
+    /// Statement summaries not recorded with these frames (fail-open drops a
+    /// dropped request's summary too). Absent (0) in manifests before it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub statements_dropped: u64,
+    /// Payload bytes of the frames not recorded. Absent (0) before.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bytes_dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Bytes of a spool file that could not be recovered.

@@ -264,7 +264,6 @@ mod tests {
             num_columns: 1,
             bound_types: None,
             long_data: vec![false; n as usize],
-            ..Default::default()
         }
     }
 
