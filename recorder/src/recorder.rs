@@ -25,7 +25,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock};
@@ -38,11 +37,20 @@ use chaperone_schemas::tap::{Tap, TapError};
 
 use crate::config::{ArchiveConfig, Durability, FailureMode};
 use crate::segment::{self, LogEnd, SegmentSettings, SessionTable};
-use crate::spool::{self, CommandRecord, FrameRecord, Kind, LogHeader, OpenSession};
+use crate::spool::{self, CommandRecord, FrameRecord, Kind, OpenSession};
 use crate::upload::{self, upload_loop, UploadState};
-use chaperone_archive::chain::{self, ChainState};
+use chaperone_archive::chain;
 use chaperone_archive::fsutil;
 use chaperone_store::Store;
+
+mod on_disk;
+mod sealer;
+mod writer;
+
+pub(crate) use on_disk::sealed_segments;
+use on_disk::{initial_chain, list_logs, load_signing_key};
+use sealer::Sealer;
+use writer::{create_log, writer_loop};
 
 /// How often the writer thread writes the buffer out.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(2);
@@ -171,6 +179,11 @@ pub(crate) struct Inner {
     synced: AtomicU64,
     pub(crate) spool_bytes: AtomicU64,
     pub(crate) segments_pending: AtomicU64,
+    /// The newest segment whose chain state (state.json) is saved. The
+    /// uploader takes no segment past it: were one uploaded and removed
+    /// before its state was saved, a gateway killed then would continue the
+    /// chain from the older state and number a second segment the same.
+    pub(crate) chain_saved: AtomicU64,
     pub(crate) stats: Stats,
     writer: OnceLock<Thread>,
     uploader: OnceLock<Thread>,
@@ -265,6 +278,13 @@ impl Recorder {
             gateway_id,
             &runtime,
         )?;
+        // The chain as it continues is on disk before any segment of it is
+        // uploaded (see `Inner::chain_saved`): a newest sealed segment that
+        // state.json did not know yet is written into it now.
+        chain::save_local(&spool_dir, &chain).map_err(|source| OpenError::Spool {
+            path: chain::state_path(&spool_dir),
+            source,
+        })?;
 
         let log_name = log_file_name();
         let log_path = log_dir.join(&log_name);
@@ -305,6 +325,7 @@ impl Recorder {
             synced: AtomicU64::new(0),
             spool_bytes: AtomicU64::new(0),
             segments_pending: AtomicU64::new(0),
+            chain_saved: AtomicU64::new(chain.last_segment),
             stats: Stats::default(),
             writer: OnceLock::new(),
             uploader: OnceLock::new(),
@@ -755,405 +776,6 @@ impl Inner {
             (len, false)
         }
     }
-
-    /// Makes sure everything up to logical offset `end` is written (and fsync'd
-    /// with `sync`).
-    fn ensure_written(&self, end: u64, sync: bool) -> std::io::Result<()> {
-        let done = |inner: &Inner| {
-            inner.written.load(Ordering::Acquire) >= end
-                && (!sync || inner.synced.load(Ordering::Acquire) >= end)
-        };
-        if done(self) {
-            return Ok(());
-        }
-        let mut log = lock(&self.log);
-        if self.written.load(Ordering::Acquire) < end {
-            self.write_out(&mut log)?;
-        }
-        if sync && self.synced.load(Ordering::Acquire) < end {
-            let (handle, written) = (
-                log.sync_handle.clone(),
-                self.written.load(Ordering::Acquire),
-            );
-            // Others keep appending and writing while this waits on the disk.
-            drop(log);
-            self.fsync(&handle, written)?;
-        }
-        Ok(())
-    }
-
-    /// Writes the buffer to the log file. On failure the file is cut back to its
-    /// last whole record and the bytes stay buffered for the next try.
-    fn write_out(&self, log: &mut ActiveLog) -> std::io::Result<()> {
-        let (mut bytes, end) = {
-            let mut b = lock(&self.buffer);
-            let spare = std::mem::take(&mut log.spare);
-            (std::mem::replace(&mut b.bytes, spare), b.end)
-        };
-        if bytes.is_empty() {
-            log.spare = bytes;
-            return Ok(());
-        }
-        match log.file.write_all(&bytes) {
-            Ok(()) => {
-                log.size += bytes.len() as u64;
-                log.write_error = None;
-                self.fail_open.write_result(true);
-                bytes.clear();
-                log.spare = bytes;
-                self.written.store(end, Ordering::Release);
-                Ok(())
-            }
-            Err(e) => {
-                let _ = log.file.set_len(log.size);
-                let _ = std::io::Seek::seek(&mut log.file, std::io::SeekFrom::Start(log.size));
-                let mut b = lock(&self.buffer);
-                bytes.extend_from_slice(&b.bytes);
-                b.bytes = bytes;
-                if log.write_error.is_none() {
-                    tracing::error!(error = %e, log = %log.path.display(), "archive spool write failed; retrying");
-                }
-                log.write_error = Some(e.to_string());
-                self.fail_open.write_result(false);
-                Err(e)
-            }
-        }
-    }
-
-    /// Fsyncs the log through `handle`; everything up to `written` is then durable.
-    fn fsync(&self, handle: &File, written: u64) -> std::io::Result<()> {
-        handle.sync_data()?;
-        self.synced.fetch_max(written, Ordering::AcqRel);
-        self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Closes the current log (written and fsync'd), opens a new one with a
-    /// checkpoint of the open sessions, and hands the old one to the sealer.
-    fn rotate(&self, log: &mut ActiveLog, end: LogEnd) -> std::io::Result<()> {
-        self.write_out(log)?;
-        let (checkpoint_sessions, had_records) = {
-            let mut b = lock(&self.buffer);
-            // The log being closed declares what it misses.
-            self.close_gaps(&mut b);
-            // Anything appended since write_out above.
-            if !b.bytes.is_empty() {
-                log.file.write_all(&b.bytes)?;
-                log.size += b.bytes.len() as u64;
-                b.bytes.clear();
-                self.written.store(b.end, Ordering::Release);
-            }
-            let had = b.records_in_log > 0;
-            if !had && end == LogEnd::Rotated {
-                return Ok(());
-            }
-            b.records_in_log = 0;
-            // While the buffer is locked nothing is appended: the checkpoint is
-            // exactly the state at the end of the old log.
-            let sessions = if end == LogEnd::Interrupted {
-                SessionTable::new()
-            } else {
-                b.sessions.clone()
-            };
-            (sessions, had)
-        };
-        // Outside the buffer lock: the gateway keeps appending while the disk
-        // works (the log lock, held, keeps those appends out of the old file).
-        log.file.sync_all()?;
-        crate::commit::mark(
-            &log.path,
-            log.size,
-            self.config.durability == Durability::Sync,
-        )?;
-        self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-        self.synced
-            .store(self.written.load(Ordering::Acquire), Ordering::Release);
-        let path = self.log_dir.join(log_file_name());
-        let file = create_log(&path, &self.gateway_id, &checkpoint_sessions)?;
-        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        self.spool_bytes.fetch_add(size, Ordering::Relaxed);
-        let spare = std::mem::take(&mut log.spare);
-        let sync_handle = Arc::new(file.try_clone()?);
-        let old = std::mem::replace(
-            log,
-            ActiveLog {
-                sync_handle,
-                file,
-                path,
-                opened: Instant::now(),
-                size,
-                spare,
-                last_fsync: Instant::now(),
-                write_error: None,
-            },
-        );
-        let open_sessions = !lock(&self.buffer).sessions.is_empty();
-        if had_records || (end == LogEnd::Interrupted && open_sessions) {
-            let job = SealJob {
-                log: old.path.clone(),
-                end,
-            };
-            match lock(&self.seal_tx).as_ref() {
-                Some(tx) => {
-                    let _ = tx.send(job);
-                }
-                None => {
-                    tracing::warn!(log = %old.path.display(), "archive: sealer stopped; log left for recovery at the next start");
-                }
-            }
-        } else {
-            let size = old.size;
-            drop(old.file);
-            if std::fs::remove_file(&old.path).is_ok() {
-                self.spool_bytes.fetch_sub(
-                    size.min(self.spool_bytes.load(Ordering::Relaxed)),
-                    Ordering::Relaxed,
-                );
-            }
-        }
-        if end == LogEnd::Interrupted {
-            // Sessions cut by the stop are ended in the sealed segment.
-            lock(&self.buffer).sessions.clear();
-        }
-        Ok(())
-    }
-}
-
-fn create_log(path: &Path, gateway_id: &str, sessions: &SessionTable) -> std::io::Result<File> {
-    let mut file = File::options().create_new(true).append(true).open(path)?;
-    let preamble = spool::log_preamble(
-        &LogHeader {
-            gateway_id: gateway_id.to_string(),
-            created_at_ns: now_ns(),
-        },
-        &segment::checkpoint_of(sessions),
-    );
-    file.write_all(&preamble)?;
-    file.sync_all()?;
-    // A watermark from the start: a host crash before the first group commit
-    // is then still told apart from a process crash (crate::commit).
-    crate::commit::mark(path, preamble.len() as u64, false)?;
-    if let Some(dir) = path.parent() {
-        fsutil::sync_dir(dir)?;
-    }
-    Ok(file)
-}
-
-fn writer_loop(inner: Arc<Inner>) {
-    let fsync_every = inner.config.fsync_interval();
-    let max_age = inner.config.segment_max_age();
-    let max_bytes = inner.config.segment_max_bytes;
-    let mut last_error_log = Instant::now() - Duration::from_secs(60);
-    let sync_mode = inner.config.durability == Durability::Sync;
-    let mut marked: Option<(PathBuf, u64)> = None;
-    while !inner.closing.load(Ordering::SeqCst) {
-        std::thread::park_timeout(FLUSH_INTERVAL);
-        let mut log = lock(&inner.log);
-        if inner.closing.load(Ordering::SeqCst) {
-            break;
-        }
-        let result = (|| {
-            inner.write_out(&mut log)?;
-            let mut group_commit = None;
-            // Also when `sync` fsync'd everything already: the commit watermark
-            // (crate::commit) must follow.
-            let unmarked = marked.as_ref() != Some(&(log.path.clone(), log.size));
-            if (inner.synced.load(Ordering::Acquire) < inner.written.load(Ordering::Acquire)
-                || unmarked)
-                && log.last_fsync.elapsed() >= fsync_every
-                && !inner.closing.load(Ordering::SeqCst)
-            {
-                log.last_fsync = Instant::now();
-                group_commit = Some((
-                    log.sync_handle.clone(),
-                    inner.written.load(Ordering::Acquire),
-                    (log.path.clone(), log.size),
-                ));
-            }
-            let rotate_soon = inner.fail_open.rotate_soon.swap(false, Ordering::AcqRel);
-            if log.size >= max_bytes || log.opened.elapsed() >= max_age || rotate_soon {
-                inner.rotate(&mut log, LogEnd::Rotated)?;
-                log.opened = Instant::now();
-            }
-            // The group commit runs without the log lock: requests keep being
-            // written (not waiting for the disk) while it runs.
-            drop(log);
-            if let Some((handle, written, (path, size))) = group_commit {
-                inner.fsync(&handle, written)?;
-                crate::commit::mark(&path, size, sync_mode)?;
-                marked = Some((path, size));
-            }
-            Ok::<(), std::io::Error>(())
-        })();
-        if let Err(e) = result {
-            if last_error_log.elapsed() > Duration::from_secs(5) {
-                tracing::error!(error = %e, "archive spool: write/rotate failed; retrying");
-                last_error_log = Instant::now();
-            }
-        }
-    }
-}
-
-/// Seals logs in order, owning the manifest chain.
-struct Sealer {
-    inner: Arc<Inner>,
-    chain: ChainState,
-    /// The log being sealed, read into memory; kept between seals.
-    read_buf: Vec<u8>,
-}
-
-impl Sealer {
-    fn run(mut self, jobs: mpsc::Receiver<SealJob>) {
-        while let Ok(job) = jobs.recv() {
-            let mut delay = Duration::from_millis(200);
-            loop {
-                match self.seal(&job.log, None, job.end) {
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::error!(log = %job.log.display(), error = %e, "archive: sealing failed; retrying");
-                        if self.inner.closing.load(Ordering::SeqCst)
-                            && delay > Duration::from_secs(2)
-                        {
-                            tracing::error!(log = %job.log.display(), "archive: giving up sealing before stop; the log stays in the spool");
-                            break;
-                        }
-                        std::thread::sleep(delay);
-                        delay = (delay * 2).min(Duration::from_secs(10));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Seals the logs a previous process left, oldest first; the newest is the
-    /// one that was being written when it stopped.
-    fn recover(&mut self) -> Result<(), String> {
-        let logs = list_logs(&self.inner.log_dir);
-        if logs.is_empty() {
-            return Ok(());
-        }
-        // Logs already sealed (a crash between sealing and deleting the log).
-        let sealed_sources = sealed_sources(&self.inner.sealed_dir);
-        let mut carried: Option<SessionTable> = None;
-        let n = logs.len();
-        for (i, log) in logs.into_iter().enumerate() {
-            let name = file_name(&log);
-            if sealed_sources.contains(&name)
-                || self.chain.last_source_log.as_deref() == Some(name.as_str())
-            {
-                tracing::info!(log = %name, "archive: spool log already sealed; removing it");
-                let _ = std::fs::remove_file(&log);
-                carried = None;
-                continue;
-            }
-            let end = if i + 1 == n {
-                LogEnd::Interrupted
-            } else {
-                LogEnd::Rotated
-            };
-            tracing::info!(log = %name, "archive: recovering spool log left by a previous run");
-            carried = self
-                .seal(&log, carried.take(), end)
-                .map_err(|e| format!("{name}: {e}"))?;
-        }
-        Ok(())
-    }
-
-    /// Seals one log; returns the sessions open at its end.
-    fn seal(
-        &mut self,
-        log: &Path,
-        carried: Option<SessionTable>,
-        end: LogEnd,
-    ) -> Result<Option<SessionTable>, String> {
-        let inner = &self.inner;
-        let segment = self.chain.last_segment + 1;
-        let name = file_name(log);
-        let tmp = inner
-            .sealed_dir
-            .join(format!("{}.tmp", segment_dir_name(segment)));
-        let _ = std::fs::remove_dir_all(&tmp);
-        let mut sealed = segment::seal_log(
-            log,
-            carried,
-            end,
-            &inner.settings,
-            segment,
-            self.chain.previous(),
-            &tmp,
-            &mut self.read_buf,
-        )
-        .map_err(|e| e.to_string())?;
-        let lost: u64 = sealed
-            .manifest
-            .spool_losses
-            .iter()
-            .map(|l| l.bytes_lost)
-            .sum();
-        inner
-            .stats
-            .spool_bytes_lost
-            .fetch_add(lost, Ordering::Relaxed);
-        if sealed.files.is_empty()
-            && sealed.manifest.spool_losses.is_empty()
-            && sealed.manifest.gaps.is_empty()
-        {
-            // Nothing to archive (e.g. only a checkpoint).
-            let _ = std::fs::remove_dir_all(&tmp);
-            let size = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
-            std::fs::remove_file(log).map_err(|e| e.to_string())?;
-            self.inner.sub_spool(size);
-            return Ok(Some(sealed.open_sessions));
-        }
-        let manifest_bytes = sealed.manifest.sign(&inner.signing_key);
-        let io = |e: std::io::Error| e.to_string();
-        fsutil::write_durably(&tmp.join("manifest.json"), &manifest_bytes).map_err(io)?;
-        let upload = UploadList {
-            source_log: name.clone(),
-            manifest_path: inner.settings.layout.manifest(&inner.gateway_id, segment),
-            files: sealed
-                .files
-                .iter()
-                .map(|(local, path)| (file_name(local), path.clone()))
-                .collect(),
-        };
-        fsutil::write_durably(
-            &tmp.join(UPLOAD_LIST),
-            &serde_json::to_vec_pretty(&upload).expect("serializes"),
-        )
-        .map_err(io)?;
-        fsutil::sync_dir(&tmp).map_err(io)?;
-        let dir = inner.sealed_dir.join(segment_dir_name(segment));
-        // Counted before it is visible to the uploader, which counts it down.
-        inner.segments_pending.fetch_add(1, Ordering::AcqRel);
-        if let Err(e) = std::fs::rename(&tmp, &dir) {
-            inner.segments_pending.fetch_sub(1, Ordering::AcqRel);
-            return Err(e.to_string());
-        }
-        fsutil::sync_dir(&inner.sealed_dir).map_err(io)?;
-        self.chain.advance(segment, &manifest_bytes, &name);
-        inner.head.sealed(segment);
-        chain::save_local(&inner.spool_dir, &self.chain).map_err(io)?;
-        let log_size = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
-        std::fs::remove_file(log).map_err(io)?;
-        crate::commit::remove_orphans(&inner.log_dir);
-        let _ = fsutil::sync_dir(&inner.log_dir);
-        inner
-            .spool_bytes
-            .fetch_add(fsutil::dir_size(&dir), Ordering::Relaxed);
-        inner.sub_spool(log_size);
-        inner.stats.segments_sealed.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(
-            segment,
-            files = sealed.files.len(),
-            rows = ?sealed.rows,
-            "archive: segment sealed"
-        );
-        if let Some(t) = inner.uploader.get() {
-            t.unpark();
-        }
-        Ok(Some(std::mem::take(&mut sealed.open_sessions)))
-    }
 }
 
 impl Inner {
@@ -1189,142 +811,4 @@ pub(crate) struct UploadList {
     pub(crate) manifest_path: String,
     /// Local file name and object path, uploaded in this order.
     pub(crate) files: Vec<(String, String)>,
-}
-
-fn segment_dir_name(segment: u64) -> String {
-    chaperone_schemas::layout::segment_name(segment)
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-fn list_logs(log_dir: &Path) -> Vec<PathBuf> {
-    let mut logs: Vec<PathBuf> = std::fs::read_dir(log_dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|e| e == spool::LOG_EXTENSION))
-                .collect()
-        })
-        .unwrap_or_default();
-    logs.sort();
-    logs
-}
-
-/// Sealed segment directories, oldest first.
-pub(crate) fn sealed_segments(sealed_dir: &Path) -> Vec<(u64, PathBuf)> {
-    let mut out: Vec<(u64, PathBuf)> = std::fs::read_dir(sealed_dir)
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    let n: u64 = name.parse().ok()?;
-                    Some((n, e.path()))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
-}
-
-fn sealed_sources(sealed_dir: &Path) -> Vec<String> {
-    sealed_segments(sealed_dir)
-        .into_iter()
-        .filter_map(|(_, dir)| {
-            let bytes = std::fs::read(dir.join(UPLOAD_LIST)).ok()?;
-            let list: UploadList = serde_json::from_slice(&bytes).ok()?;
-            Some(list.source_log)
-        })
-        .collect()
-}
-
-/// Where the chain continues: the newest sealed segment waiting in the spool,
-/// else the spool's state file, else the store.
-fn initial_chain(
-    spool_dir: &Path,
-    sealed_dir: &Path,
-    store: &Store,
-    layout: &Layout,
-    gateway_id: &str,
-    runtime: &tokio::runtime::Runtime,
-) -> Result<ChainState, OpenError> {
-    // Half-written sealed directories are redone from their log; uploaded
-    // ones whose deletion was cut short are finished.
-    upload::remove_leftovers(sealed_dir);
-    let local = chain::load_local(spool_dir).map_err(|source| OpenError::Spool {
-        path: chain::state_path(spool_dir),
-        source,
-    })?;
-    if let Some((segment, dir)) = sealed_segments(sealed_dir).pop() {
-        let bytes = match std::fs::read(dir.join("manifest.json")) {
-            Ok(bytes) => bytes,
-            // An uploaded segment partly deleted by an older version: the state
-            // file, written at every seal, knows the chain at least that far.
-            Err(_) if local.as_ref().is_some_and(|l| l.last_segment >= segment) => {
-                return Ok(local.unwrap_or_default());
-            }
-            Err(source) => {
-                return Err(OpenError::Spool {
-                    path: dir.clone(),
-                    source,
-                })
-            }
-        };
-        let source_log = std::fs::read(dir.join(UPLOAD_LIST))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<UploadList>(&b).ok())
-            .map(|l| l.source_log);
-        let mut state = ChainState::default();
-        state.advance(segment, &bytes, source_log.as_deref().unwrap_or(""));
-        if local.as_ref().is_some_and(|l| l.last_segment > segment) {
-            return Ok(local.unwrap_or_default());
-        }
-        return Ok(state);
-    }
-    if let Some(state) = local {
-        return Ok(state);
-    }
-    // A new spool: continue the chain the store has (an empty store starts it).
-    runtime
-        .block_on(chain::load_remote(store, layout, gateway_id))
-        .map_err(|e| {
-            OpenError::Recovery(format!(
-                "cannot read the archive store to continue gateway {gateway_id}'s manifest chain ({e}); \
-                 the store must be reachable when a gateway starts with an empty spool"
-            ))
-        })
-}
-
-fn load_signing_key(config: &ArchiveConfig) -> Result<ed25519_dalek::SigningKey, OpenError> {
-    if let Some(key) = config.existing_signing_key().map_err(OpenError::Key)? {
-        return Ok(key);
-    }
-    // No key configured: one is generated and kept beside the spool, so that the
-    // chain is at least signed consistently. Production configs set a key.
-    let path = config.spool_dir.join("signing-key");
-    let seed: [u8; 32] = rand::random();
-    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
-    let mut f = File::options()
-        .create_new(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| OpenError::Key(format!("cannot create {}: {e}", path.display())))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = f.set_permissions(std::fs::Permissions::from_mode(0o600));
-    }
-    f.write_all(hex::encode(seed).as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| OpenError::Key(format!("cannot write {}: {e}", path.display())))?;
-    tracing::warn!(
-        path = %path.display(),
-        public_key = %hex::encode(key.verifying_key().as_bytes()),
-        "archive: no signing key configured (signing_key_env / signing_key_file); generated one"
-    );
-    Ok(key)
 }

@@ -173,7 +173,12 @@ pub(crate) fn upload_loop(inner: Arc<Inner>, runtime: tokio::runtime::Runtime) {
     let mut backoff = Duration::from_millis(100);
     let mut last_failed = false;
     loop {
-        let next = sealed_segments(&inner.sealed_dir).into_iter().next();
+        // Only segments whose chain state is saved (`Inner::chain_saved`).
+        let saved = inner.chain_saved.load(Ordering::Acquire);
+        let next = sealed_segments(&inner.sealed_dir)
+            .into_iter()
+            .next()
+            .filter(|(segment, _)| *segment <= saved);
         let Some((segment, dir)) = next else {
             inner.upload.oldest_pending_ms.store(0, Ordering::Relaxed);
             runtime.block_on(crate::head::when_idle(&inner));
