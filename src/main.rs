@@ -437,6 +437,10 @@ pub(crate) async fn start_gateway(
             .context("[ui] needs an [archive] section: the audit service reads the archive")?;
         let archive = chaperone_recorder::ArchiveConfig::from_toml(&archive)?;
         let state = chaperone_query_ui::open(ui, &archive.store, &archive.store_options).await?;
+        // Exports are signed with the archive's key: one key for a verifier to trust.
+        if let Some(key) = archive.existing_signing_key().map_err(anyhow::Error::msg)? {
+            state.attach_export_key(key);
+        }
         // The web inbox decides through this gateway's approvals.
         if let Some(approvals) = gateway.shared().guardrails.approvals() {
             state.attach_approvals(approvals.clone());
@@ -559,17 +563,7 @@ fn verify(
             .map(|s| chaperone_archive::since::parse_since(&s, chaperone_schemas::event::now_ns()))
             .transpose()
             .map_err(anyhow::Error::msg)?,
-        keyring: match (keyring, public_key.is_empty()) {
-            (Some(path), true) => Some(chaperone_archive::keyring::Keyring::load(&path)?),
-            (None, false) => Some(chaperone_archive::keyring::Keyring::always(
-                public_key
-                    .iter()
-                    .map(|k| chaperone_schemas::manifest::parse_verifying_key(k))
-                    .collect::<Result<_, _>>()?,
-            )),
-            (None, true) => None,
-            (Some(_), false) => anyhow::bail!("use --keyring or --public-key, not both"),
-        },
+        keyring: keyring_arg(keyring, &public_key)?,
         gateway,
     };
     let report = tokio::runtime::Builder::new_current_thread()
@@ -582,6 +576,25 @@ fn verify(
     } else {
         std::process::exit(1);
     }
+}
+
+/// The keys a verifier trusts: `--keyring FILE` or `--public-key KEY`s (none:
+/// signatures prove integrity, not origin).
+fn keyring_arg(
+    keyring: Option<PathBuf>,
+    public_key: &[String],
+) -> anyhow::Result<Option<chaperone_archive::keyring::Keyring>> {
+    Ok(match (keyring, public_key.is_empty()) {
+        (Some(path), true) => Some(chaperone_archive::keyring::Keyring::load(&path)?),
+        (None, false) => Some(chaperone_archive::keyring::Keyring::always(
+            public_key
+                .iter()
+                .map(|k| chaperone_schemas::manifest::parse_verifying_key(k))
+                .collect::<Result<_, _>>()?,
+        )),
+        (None, true) => None,
+        (Some(_), false) => anyhow::bail!("use --keyring or --public-key, not both"),
+    })
 }
 
 fn token(command: TokenCommand) -> anyhow::Result<()> {

@@ -9,6 +9,14 @@
 //! own hashes ([`verify_dir`], `chaperone export verify DIR`) and, with the
 //! archive, that every exported row comes from signed, chained segments.
 //!
+//! The manifest is signed (Ed25519, like the archive's manifests and lifecycle
+//! records: [`chaperone_schemas::manifest::sign_value`], `format` keeping the
+//! kinds apart): without it, whoever edits a file can rewrite its hash in the
+//! manifest too. It names who exported ([`Exporter`]: the identity the service
+//! authenticated, or the OS user and host of the command line). Rows are
+//! written in a total order and in fixed-size batches, so the same selection
+//! gives the same bytes: a recipient can export again and compare hashes.
+//!
 //! One engine, [`run_export`], for the API (`POST /api/exports`, run in the
 //! background with [`Progress`] to poll) and the command line (`chaperone export`).
 //!
@@ -31,7 +39,7 @@ use serde::{Deserialize, Serialize};
 mod verify;
 mod write;
 
-pub use verify::{verify_dir, ExportProblem};
+pub use verify::{verify_dir, ExportProblem, VerifiedExport};
 pub use write::run_export;
 
 /// The name of the export's own manifest.
@@ -59,6 +67,8 @@ pub enum ExportError {
     Store(#[from] chaperone_recorder::StoreError),
     #[error("writing {file}: {message}")]
     Write { file: String, message: String },
+    #[error("signing the export manifest: {0}")]
+    Sign(String),
     #[error("{path}: not an export manifest: {message}")]
     BadManifest { path: PathBuf, message: String },
 }
@@ -182,14 +192,77 @@ pub struct SourceManifest {
     pub files: Vec<SourceFile>,
 }
 
+/// Who exported, as recorded in the signed manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Exporter {
+    /// The authenticated identity: a token's name, a person's subject, `demo`,
+    /// or on the command line the OS user.
+    pub name: String,
+    /// How it was authenticated: `token`, `web login`, `demo mode`, `os user`.
+    pub authenticated_by: String,
+    /// The host the command line ran on (none for the service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+impl Exporter {
+    /// The command-line user: `$USER` (or `$LOGNAME`) on this host. Not an
+    /// authentication (the OS did that), but what the manifest can honestly say.
+    pub fn os_user() -> Exporter {
+        let name = ["USER", "LOGNAME"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| format!("uid {}", current_uid()));
+        Exporter {
+            name,
+            authenticated_by: "os user".into(),
+            host: Some(hostname()),
+        }
+    }
+
+    /// `name` (or `name@host`): the manifest's `created_by`.
+    pub fn label(&self) -> String {
+        match &self.host {
+            Some(host) => format!("{}@{host}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
+fn current_uid() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
 /// `manifest.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExportManifest {
     pub format: String,
     pub format_version: String,
     pub created_at: String,
-    /// Who asked (token name, or the command-line user).
+    /// Who asked: [`Exporter::label`].
     pub created_by: String,
+    /// Who asked, and how the service knew.
+    pub exporter: Exporter,
     /// The archive read (its description: directory or URL).
     pub archive: String,
     pub selection: Selection,
@@ -199,6 +272,20 @@ pub struct ExportManifest {
     /// Rows per archive table.
     pub rows: BTreeMap<String, u64>,
     pub archive_manifests: Vec<SourceManifest>,
+    /// Ed25519 over the rest of the manifest (canonical JSON, as the archive's
+    /// manifests). None only before [`ExportManifest::sign`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<chaperone_schemas::manifest::Signature>,
+}
+
+impl ExportManifest {
+    /// Signs the manifest (replacing any signature); returns the bytes to write.
+    pub fn sign(&mut self, key: &ed25519_dalek::SigningKey) -> Result<Vec<u8>, ExportError> {
+        self.signature = None;
+        let value = serde_json::to_value(&*self).map_err(|e| ExportError::Sign(e.to_string()))?;
+        self.signature = Some(chaperone_schemas::manifest::sign_value(&value, key));
+        serde_json::to_vec_pretty(&*self).map_err(|e| ExportError::Sign(e.to_string()))
+    }
 }
 
 /// Progress of a running export, for polling.
@@ -224,7 +311,7 @@ pub struct ExportJob {
     pub id: String,
     pub request: ExportRequest,
     pub dir: PathBuf,
-    pub created_by: String,
+    pub created_by: Exporter,
     pub progress: Arc<Progress>,
     pub state: Mutex<JobState>,
 }
@@ -241,7 +328,7 @@ impl ExportJob {
         serde_json::json!({
             "id": self.id,
             "state": name,
-            "created_by": self.created_by,
+            "created_by": self.created_by.label(),
             "selection": self.request.selection,
             "format": self.request.format,
             "table": *self.progress.table.lock().expect("progress lock"),
@@ -277,7 +364,12 @@ impl Exports {
     }
 
     /// Registers a new job writing under `root`.
-    pub fn create(&self, root: &Path, request: ExportRequest, created_by: &str) -> Arc<ExportJob> {
+    pub fn create(
+        &self,
+        root: &Path,
+        request: ExportRequest,
+        created_by: Exporter,
+    ) -> Arc<ExportJob> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let id = format!(
             "exp-{:x}-{n}",
@@ -287,7 +379,7 @@ impl Exports {
             dir: root.join(&id),
             id: id.clone(),
             request,
-            created_by: created_by.to_string(),
+            created_by,
             progress: Arc::new(Progress::default()),
             state: Mutex::new(JobState::Running),
         });

@@ -1,11 +1,29 @@
-//! Checking an export directory offline against its `manifest.json`.
+//! Checking an export directory offline against its `manifest.json`: the
+//! manifest's signature first (the hashes it lists are only worth what the
+//! signature makes them), then every file against the manifest.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use chaperone_archive::keyring::Keyring;
+use chaperone_schemas::manifest::{key_id, parse_verifying_key, verify_signature};
+
 use super::{io, ExportError, ExportManifest, EXPORT_FORMAT, MANIFEST_FILE};
+
+/// What [`verify_dir`] found.
+#[derive(Debug)]
+pub struct VerifiedExport {
+    pub manifest: ExportManifest,
+    /// The key id of a valid signature (None when it does not check out).
+    pub signer: Option<String>,
+    /// Whether the signer was checked against a keyring (else the signature
+    /// proves the export unaltered since signing, not who signed it).
+    pub signer_trusted: bool,
+    /// Empty: the export verifies.
+    pub problems: Vec<ExportProblem>,
+}
 
 /// One thing wrong with an export directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,6 +31,9 @@ pub enum ExportProblem {
     Missing { file: String },
     Altered { file: String, detail: String },
     Unlisted { file: String },
+    /// The manifest is not signed, the signature does not match its content, or
+    /// the signer is not trusted.
+    Signature { detail: String },
 }
 
 impl std::fmt::Display for ExportProblem {
@@ -25,14 +46,18 @@ impl std::fmt::Display for ExportProblem {
             ExportProblem::Unlisted { file } => {
                 write!(f, "FILE NOT IN {MANIFEST_FILE} {file}")
             }
+            ExportProblem::Signature { detail } => {
+                write!(f, "SIGNATURE {MANIFEST_FILE}: {detail}")
+            }
         }
     }
 }
 
-/// Checks an export directory against its `manifest.json`: every listed file
-/// present with the same size and SHA-256, and no file that is not listed.
-/// Returns the manifest and the problems (empty: the export verifies).
-pub fn verify_dir(dir: &Path) -> Result<(ExportManifest, Vec<ExportProblem>), ExportError> {
+/// Checks an export directory against its `manifest.json`: the manifest's
+/// signature (by a key of `keyring`, within its period, when given), every
+/// listed file present with the same size and SHA-256, and no file that is not
+/// listed.
+pub fn verify_dir(dir: &Path, keyring: Option<&Keyring>) -> Result<VerifiedExport, ExportError> {
     let path = dir.join(MANIFEST_FILE);
     let text = std::fs::read(&path).map_err(io(&path))?;
     let manifest: ExportManifest =
@@ -47,6 +72,7 @@ pub fn verify_dir(dir: &Path) -> Result<(ExportManifest, Vec<ExportProblem>), Ex
         });
     }
     let mut problems = Vec::new();
+    let signer = check_signature(&text, &manifest, keyring, &mut problems);
     let mut listed = BTreeSet::from([MANIFEST_FILE.to_string()]);
     for f in &manifest.files {
         listed.insert(f.name.clone());
@@ -91,5 +117,46 @@ pub fn verify_dir(dir: &Path) -> Result<(ExportManifest, Vec<ExportProblem>), Ex
             problems.push(ExportProblem::Unlisted { file: name });
         }
     }
-    Ok((manifest, problems))
+    Ok(VerifiedExport {
+        manifest,
+        signer_trusted: signer.is_some() && keyring.is_some(),
+        signer,
+        problems,
+    })
+}
+
+/// The signer's key id when the signature checks out (and the keyring, if any,
+/// trusts the key at the manifest's `created_at`); else a problem.
+fn check_signature(
+    bytes: &[u8],
+    manifest: &ExportManifest,
+    keyring: Option<&Keyring>,
+    problems: &mut Vec<ExportProblem>,
+) -> Option<String> {
+    let mut fail = |detail: String| problems.push(ExportProblem::Signature { detail });
+    let signer_hex = match verify_signature(bytes, None) {
+        Ok(hex) => hex,
+        Err(e) => {
+            fail(e.to_string());
+            return None;
+        }
+    };
+    let id = parse_verifying_key(&signer_hex)
+        .map(|k| key_id(&k))
+        .unwrap_or_else(|_| signer_hex.clone());
+    if let Some(keyring) = keyring {
+        let now = chaperone_schemas::event::now_ns();
+        let at = match chaperone_archive::since::parse_since(&manifest.created_at, now) {
+            Ok(at) => at,
+            Err(e) => {
+                fail(format!("created_at {:?}: {e}", manifest.created_at));
+                return None;
+            }
+        };
+        if let Err(e) = keyring.check(&signer_hex, at) {
+            fail(e);
+            return None;
+        }
+    }
+    Some(id)
 }

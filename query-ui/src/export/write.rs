@@ -17,9 +17,15 @@ use futures::StreamExt;
 use sha2::Digest;
 
 use super::{
-    io, ExportError, ExportFormat, ExportManifest, ExportRequest, ExportedFile, Progress,
-    ResolvedSelection, Selection, SourceFile, SourceManifest, EXPORT_FORMAT, MANIFEST_FILE,
+    io, ExportError, ExportFormat, ExportManifest, ExportRequest, ExportedFile, Exporter,
+    Progress, ResolvedSelection, Selection, SourceFile, SourceManifest, EXPORT_FORMAT,
+    MANIFEST_FILE,
 };
+
+/// Rows per batch handed to the file writers. The Parquet writer's page and row
+/// group boundaries depend on the batches it is given, and the query engine's
+/// batch sizes vary from run to run: fixed-size batches keep the bytes the same.
+const WRITE_BATCH_ROWS: usize = 8192;
 
 /// An export file: hashed and counted as it is written
 /// (`chaperone_archive::parquet_file::HashingWriter`), its bytes reported to the
@@ -273,9 +279,20 @@ fn table_sql(table: Table, c: &Conditions) -> String {
         ),
     };
     format!(
-        "SELECT {columns}, t.date, t.hour FROM {} t WHERE {filter}",
-        table.name()
+        "SELECT {columns}, t.date, t.hour FROM {} t WHERE {filter} ORDER BY {}",
+        table.name(),
+        row_order(table)
     )
+}
+
+/// A total order of a table's rows (the last columns make every row unique),
+/// so that exporting the same selection twice writes the rows in the same order.
+fn row_order(table: Table) -> &'static str {
+    match table {
+        Table::Sessions => "t.\"time\", t.session_id, t.event",
+        Table::Statements => "t.started_at, t.session_id, t.command_index",
+        Table::Frames => "t.session_id, t.seq",
+    }
 }
 
 /// Exports `request` from `catalog` into `dir` (created; must be empty or
@@ -285,7 +302,8 @@ pub async fn run_export(
     request: &ExportRequest,
     dir: &Path,
     progress: Arc<Progress>,
-    created_by: &str,
+    exporter: &Exporter,
+    key: &ed25519_dalek::SigningKey,
 ) -> Result<ExportManifest, ExportError> {
     let mut tables = Vec::new();
     for name in &request.selection.tables {
@@ -333,11 +351,13 @@ pub async fn run_export(
         files.push(file);
     }
     let archive_manifests = source_manifests(catalog, &sources).await?;
-    let manifest = ExportManifest {
+    let mut manifest = ExportManifest {
         format: EXPORT_FORMAT.into(),
-        format_version: "1".into(),
+        // 2: signed, with the exporter and a deterministic row order.
+        format_version: "2".into(),
         created_at: rfc3339_now(),
-        created_by: created_by.to_string(),
+        created_by: exporter.label(),
+        exporter: exporter.clone(),
         archive: catalog.store().description.clone(),
         selection: request.selection.clone(),
         resolved: conditions.resolved,
@@ -345,12 +365,10 @@ pub async fn run_export(
         files,
         rows,
         archive_manifests,
+        signature: None,
     };
     let path = dir.join(MANIFEST_FILE);
-    let text = serde_json::to_vec_pretty(&manifest).map_err(|e| ExportError::Write {
-        file: MANIFEST_FILE.into(),
-        message: e.to_string(),
-    })?;
+    let text = manifest.sign(key)?;
     std::fs::write(&path, text).map_err(io(&path))?;
     Ok(manifest)
 }
@@ -386,6 +404,7 @@ async fn write_table(
         .index_of("gateway_id")
         .map_err(|e| failed(e.to_string()))?;
     let mut rows = 0u64;
+    let mut pending = Pending::new(schema.clone());
     let mut last: Option<SourceKey> = None;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
@@ -418,11 +437,20 @@ async fn write_table(
         }
         let data = RecordBatch::try_new(schema.clone(), batch.columns()[..width].to_vec())
             .map_err(|e| failed(e.to_string()))?;
-        writer.write(&data).map_err(failed)?;
         rows += data.num_rows() as u64;
         progress
             .rows
             .fetch_add(data.num_rows() as u64, Ordering::Relaxed);
+        pending.push(data);
+        while pending.rows >= WRITE_BATCH_ROWS {
+            let chunk = pending.take(WRITE_BATCH_ROWS).map_err(|e| failed(e.to_string()))?;
+            writer.write(&chunk).map_err(failed)?;
+        }
+    }
+    if pending.rows > 0 {
+        let rest = pending.rows;
+        let chunk = pending.take(rest).map_err(|e| failed(e.to_string()))?;
+        writer.write(&chunk).map_err(failed)?;
     }
     let mut out = writer.finish().map_err(failed)?;
     out.flush().map_err(io(path))?;
@@ -434,6 +462,38 @@ async fn write_table(
         bytes: out.bytes,
         sha256: hex::encode(out.hasher.finalize()),
     })
+}
+
+/// Rows read but not yet written: cut into [`WRITE_BATCH_ROWS`] batches.
+struct Pending {
+    schema: Arc<Schema>,
+    batches: Vec<RecordBatch>,
+    rows: usize,
+}
+
+impl Pending {
+    fn new(schema: Arc<Schema>) -> Pending {
+        Pending {
+            schema,
+            batches: Vec::new(),
+            rows: 0,
+        }
+    }
+
+    fn push(&mut self, batch: RecordBatch) {
+        self.rows += batch.num_rows();
+        self.batches.push(batch);
+    }
+
+    /// The first `n` pending rows (`n <= self.rows`) as one batch.
+    fn take(&mut self, n: usize) -> Result<RecordBatch, arrow::error::ArrowError> {
+        let all = arrow::compute::concat_batches(&self.schema, &self.batches)?;
+        let chunk = all.slice(0, n);
+        let rest = all.slice(n, all.num_rows() - n);
+        self.rows = rest.num_rows();
+        self.batches = if self.rows > 0 { vec![rest] } else { Vec::new() };
+        Ok(chunk)
+    }
 }
 
 /// The archive manifests listing a data file that holds exported rows.
