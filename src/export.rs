@@ -113,7 +113,8 @@ pub(crate) fn run(args: ExportArgs) -> anyhow::Result<()> {
                     }
                 })
             };
-            let result = export::run_export(&catalog, &request, &out, progress, &exporter, &key).await;
+            let result =
+                export::run_export(&catalog, &request, &out, progress, &exporter, &key).await;
             reporter.abort();
             eprintln!();
             let manifest = result.with_context(|| format!("exporting into {}", out.display()))?;

@@ -327,9 +327,8 @@ fn public_key_of(path: &Path) -> String {
 /// Two CLI exports of one (absolute) selection: the same files, byte for byte,
 /// in every format.
 fn same_selection_same_bytes(archive: &Path, key: &str, scratch: &Path) {
-    let until = chaperone_schemas::time::rfc3339_ns(
-        chaperone_schemas::event::now_ns() + 3_600_000_000_000,
-    );
+    let until =
+        chaperone_schemas::time::rfc3339_ns(chaperone_schemas::event::now_ns() + 3_600_000_000_000);
     for format in ["parquet", "csv", "jsonl"] {
         let export = |n: u32| {
             let dir = scratch.join(format!("same-{format}-{n}"));
@@ -352,13 +351,15 @@ fn same_selection_same_bytes(archive: &Path, key: &str, scratch: &Path) {
             ]);
             assert!(ok, "{out}");
             let manifest: Value =
-                serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap())
-                    .unwrap();
+                serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
             (dir, manifest)
         };
         let (a, ma) = export(1);
         let (b, mb) = export(2);
-        assert_eq!(ma["files"], mb["files"], "{format}: same files, same hashes");
+        assert_eq!(
+            ma["files"], mb["files"],
+            "{format}: same files, same hashes"
+        );
         assert_eq!(ma["archive_manifests"], mb["archive_manifests"]);
         for f in ma["files"].as_array().unwrap() {
             let name = f["name"].as_str().unwrap();
@@ -407,7 +408,10 @@ fn forged_export_fails_on_the_signature(export: &Path, scratch: &Path) {
         out.contains("SIGNATURE manifest.json: signature does not match"),
         "{out}"
     );
-    assert!(!out.contains("FILE ALTERED"), "the hashes were rewritten: {out}");
+    assert!(
+        !out.contains("FILE ALTERED"),
+        "the hashes were rewritten: {out}"
+    );
     // Dropping the signature does not help either.
     manifest.as_object_mut().unwrap().remove("signature");
     std::fs::write(
@@ -634,7 +638,10 @@ fn exports_metrics_and_sql_limits_over_recorded_traffic() {
     let cli_manifest: Value =
         serde_json::from_slice(&std::fs::read(csv_dir.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(cli_manifest["exporter"]["authenticated_by"], "os user");
-    assert!(cli_manifest["exporter"]["host"].is_string(), "{cli_manifest}");
+    assert!(
+        cli_manifest["exporter"]["host"].is_string(),
+        "{cli_manifest}"
+    );
     assert!(cli_manifest["created_by"].as_str().unwrap().contains('@'));
     assert_ne!(cli_manifest["created_by"], "unknown");
 

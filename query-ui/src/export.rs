@@ -297,7 +297,6 @@ pub struct Progress {
     pub table: Mutex<String>,
 }
 
-
 /// The state of an export started through the API.
 #[derive(Debug, Clone)]
 pub enum JobState {

@@ -49,9 +49,7 @@ async fn start(
         authenticated_by: principal.via.to_string(),
         host: None,
     };
-    let job = state
-        .exports
-        .create(&state.export_root, request, exporter);
+    let job = state.exports.create(&state.export_root, request, exporter);
     crate::access::record(
         &principal,
         "export started",

@@ -28,12 +28,21 @@ pub struct VerifiedExport {
 /// One thing wrong with an export directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExportProblem {
-    Missing { file: String },
-    Altered { file: String, detail: String },
-    Unlisted { file: String },
+    Missing {
+        file: String,
+    },
+    Altered {
+        file: String,
+        detail: String,
+    },
+    Unlisted {
+        file: String,
+    },
     /// The manifest is not signed, the signature does not match its content, or
     /// the signer is not trusted.
-    Signature { detail: String },
+    Signature {
+        detail: String,
+    },
 }
 
 impl std::fmt::Display for ExportProblem {

@@ -17,9 +17,8 @@ use futures::StreamExt;
 use sha2::Digest;
 
 use super::{
-    io, ExportError, ExportFormat, ExportManifest, ExportRequest, ExportedFile, Exporter,
-    Progress, ResolvedSelection, Selection, SourceFile, SourceManifest, EXPORT_FORMAT,
-    MANIFEST_FILE,
+    io, ExportError, ExportFormat, ExportManifest, ExportRequest, ExportedFile, Exporter, Progress,
+    ResolvedSelection, Selection, SourceFile, SourceManifest, EXPORT_FORMAT, MANIFEST_FILE,
 };
 
 /// Rows per batch handed to the file writers. The Parquet writer's page and row
@@ -443,7 +442,9 @@ async fn write_table(
             .fetch_add(data.num_rows() as u64, Ordering::Relaxed);
         pending.push(data);
         while pending.rows >= WRITE_BATCH_ROWS {
-            let chunk = pending.take(WRITE_BATCH_ROWS).map_err(|e| failed(e.to_string()))?;
+            let chunk = pending
+                .take(WRITE_BATCH_ROWS)
+                .map_err(|e| failed(e.to_string()))?;
             writer.write(&chunk).map_err(failed)?;
         }
     }
@@ -491,7 +492,11 @@ impl Pending {
         let chunk = all.slice(0, n);
         let rest = all.slice(n, all.num_rows() - n);
         self.rows = rest.num_rows();
-        self.batches = if self.rows > 0 { vec![rest] } else { Vec::new() };
+        self.batches = if self.rows > 0 {
+            vec![rest]
+        } else {
+            Vec::new()
+        };
         Ok(chunk)
     }
 }
