@@ -14,6 +14,7 @@ use replay::{DiffArgs, ReplayArgs};
 mod demo;
 mod export;
 mod lifecycle;
+mod ui;
 
 #[derive(Parser)]
 #[command(
@@ -109,6 +110,9 @@ enum Command {
     /// Parquet, CSV or JSON lines, with a manifest.json of SHA-256 hashes and the
     /// archive manifests the rows came from; `export verify DIR` checks one.
     Export(export::ExportArgs),
+    /// Serve the audit web UI and API over an archive, without a gateway (an
+    /// archive directory copied away from it, or a bucket).
+    Ui(ui::UiArgs),
     /// List recorded sessions, newest first, straight from the archive.
     Sessions {
         /// Only this agent's sessions (its subject or display name).
@@ -282,6 +286,7 @@ fn main() -> anyhow::Result<()> {
             archive,
         } => query_archive(&archive, |_| Ok(sql), format),
         Command::Export(args) => export::run(args),
+        Command::Ui(args) => ui::run(args),
         Command::Sessions {
             agent,
             table,
