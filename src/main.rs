@@ -11,6 +11,7 @@ mod approvals;
 mod replay;
 use replay::{DiffArgs, ReplayArgs};
 
+mod config_check;
 mod demo;
 mod export;
 mod lifecycle;
@@ -189,8 +190,10 @@ enum TokenCommand {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Validate a config file offline (secrets from the environment included).
-    Check { file: PathBuf },
+    /// Check a config file and everything `serve` needs before it binds
+    /// (secrets from the environment, key files, directories, the archive's
+    /// store reached); `--offline` for the file alone.
+    Check(config_check::CheckArgs),
 }
 
 fn init_logging(json: bool) {
@@ -213,8 +216,31 @@ fn init_logging_at(json: bool, default_filter: &str) {
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("Error: {}", error_chain(&e));
+        std::process::exit(1);
+    }
+}
+
+/// An error and its causes, each said once. Library errors often include
+/// their source in their own message (`opening the archive: {0}`), so
+/// anyhow's `Caused by:` list repeats the same text at every level; a cause
+/// already contained in the message above it is left out.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    let mut last = out.clone();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !last.contains(&text) {
+            out += &format!("\n  caused by: {text}");
+        }
+        last = text;
+    }
+    out
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config: path } => {
             // Before anything slow: a SIGHUP while starting must not end the process.
@@ -228,22 +254,8 @@ fn main() -> anyhow::Result<()> {
                 .block_on(serve(config, path, in_force, early_hangups))
         }
         Command::Config {
-            command: ConfigCommand::Check { file },
-        } => {
-            let config = chaperone_proxy::Config::load(&file)?;
-            // Users, issuers (their CA files), roles and the JIT store.
-            chaperone_proxy::identity::GatewayAuthenticator::from_config(&config)?;
-            for (name, t) in &config.targets {
-                t.password.resolve(&format!("targets.{name}"))?;
-            }
-            println!(
-                "{}: ok ({} targets, {} users)",
-                file.display(),
-                config.targets.len(),
-                config.users.len()
-            );
-            Ok(())
-        }
+            command: ConfigCommand::Check(args),
+        } => config_check::run(args),
         Command::Token { command } => token(command),
         Command::Approvals(args) => approvals::run(args),
         Command::Verify {
