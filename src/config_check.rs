@@ -126,8 +126,7 @@ fn readable(path: &Path) -> anyhow::Result<()> {
 fn writable_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let probe = dir.join(format!(".chaperone-config-check-{}", std::process::id()));
-    std::fs::write(&probe, b"")
-        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    std::fs::write(&probe, b"").with_context(|| format!("cannot write in {}", dir.display()))?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
 }

@@ -334,10 +334,13 @@ struct Page {
     limit: Option<usize>,
 }
 
-/// The columns of a statement shown by the API and the UI.
-pub const STATEMENT_COLUMNS: &str = "command_index, started_at, duration_us, command, sql, params, \
-     statement_class, tables_read, tables_written, verdict, rows_returned, rows_affected, warnings, \
-     error_code, error_message, result_columns, result_hash, masked_columns";
+/// The columns of a statement shown by the API and the UI: when, what, its
+/// result (rows or the error, so that a failed row says why on screen), then
+/// the details.
+pub const STATEMENT_COLUMNS: &str =
+    "command_index, started_at, duration_us, command, sql, params, \
+     verdict, rows_returned, rows_affected, error_code, error_message, warnings, statement_class, \
+     tables_read, tables_written, result_columns, result_hash, masked_columns";
 
 /// A session's `session_list` row (columns in the view's order) with the
 /// start row's `claims` (parsed), `client_name` and `client_version` added.

@@ -52,7 +52,8 @@ pub fn cell(v: &Value) -> String {
     }
 }
 
-/// Whether a row is a failed statement: an error code, or refused by the gateway.
+/// Whether a row is a failed statement: an error code, or not let through by
+/// the gateway (an approved statement ran: it is not a failure).
 pub fn is_error_row(row: &Value) -> bool {
     let code = row
         .get("error_code")
@@ -60,7 +61,7 @@ pub fn is_error_row(row: &Value) -> bool {
     let refused = row
         .get("verdict")
         .and_then(Value::as_str)
-        .is_some_and(|v| v != "allowed");
+        .is_some_and(|v| !matches!(v, "allowed" | "approved"));
     code || refused
 }
 
