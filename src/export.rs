@@ -37,20 +37,38 @@ pub(crate) struct ExportArgs {
     #[arg(long, default_value = "parquet")]
     format: String,
     #[command(flatten)]
+    key: crate::lifecycle::KeyArgs,
+    #[command(flatten)]
     archive: crate::ArchiveArgs,
 }
 
 #[derive(clap::Subcommand)]
 enum ExportCommand {
-    /// Check an export directory against its manifest.json: every file present,
-    /// same size and SHA-256, nothing unlisted. Exits 1 naming what is wrong.
-    Verify { dir: PathBuf },
+    /// Check an export directory against its manifest.json: the manifest's
+    /// signature, every file present with the same size and SHA-256, nothing
+    /// unlisted. Exits 1 naming what is wrong.
+    Verify {
+        dir: PathBuf,
+        /// Require the manifest signed by this Ed25519 public key (hex or
+        /// base64); repeat for several keys. Without it (or --keyring) the
+        /// signature proves the export unaltered, not who made it.
+        #[arg(long, env = "CHAPERONE_EXPORT_PUBLIC_KEY")]
+        public_key: Vec<String>,
+        /// Require a signature by a key of this keyring, within its period.
+        #[arg(long)]
+        keyring: Option<PathBuf>,
+    },
 }
 
 pub(crate) fn run(args: ExportArgs) -> anyhow::Result<()> {
     crate::init_logging(false);
-    if let Some(ExportCommand::Verify { dir }) = args.verify {
-        return verify(&dir);
+    if let Some(ExportCommand::Verify {
+        dir,
+        public_key,
+        keyring,
+    }) = args.verify
+    {
+        return verify(&dir, crate::keyring_arg(keyring, &public_key)?);
     }
     let out = args
         .out
@@ -65,12 +83,13 @@ pub(crate) fn run(args: ExportArgs) -> anyhow::Result<()> {
         },
         format: ExportFormat::parse(&args.format)?,
     };
-    let store = crate::archive_store(
-        args.archive.archive.clone(),
-        &args.archive.config,
-        "--archive",
+    let (store, _, key) = crate::lifecycle::open(&args.archive, &args.key, false)?;
+    let key = key.context(
+        "exports are signed: pass --signing-key-file (`chaperone keygen --out FILE` writes one), \
+         or --config with an [archive] signing key",
     )?;
-    let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let exporter = export::Exporter::os_user();
+    let who = exporter.label();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -94,7 +113,8 @@ pub(crate) fn run(args: ExportArgs) -> anyhow::Result<()> {
                     }
                 })
             };
-            let result = export::run_export(&catalog, &request, &out, progress, &who).await;
+            let result =
+                export::run_export(&catalog, &request, &out, progress, &exporter, &key).await;
             reporter.abort();
             eprintln!();
             let manifest = result.with_context(|| format!("exporting into {}", out.display()))?;
@@ -115,21 +135,34 @@ pub(crate) fn run(args: ExportArgs) -> anyhow::Result<()> {
         })
 }
 
-fn verify(dir: &std::path::Path) -> anyhow::Result<()> {
-    let (manifest, problems) = export::verify_dir(dir)?;
-    if problems.is_empty() {
+fn verify(
+    dir: &std::path::Path,
+    keyring: Option<chaperone_archive::keyring::Keyring>,
+) -> anyhow::Result<()> {
+    let checked = export::verify_dir(dir, keyring.as_ref())?;
+    let manifest = &checked.manifest;
+    if checked.problems.is_empty() {
+        let signer = checked.signer.as_deref().unwrap_or("?");
         println!(
-            "{}: ok ({} files, rows {:?}, from {} archive manifests)",
+            "{}: ok ({} files, rows {:?}, from {} archive manifests; exported by {} ({}) at {}; signed by {signer}{})",
             dir.display(),
             manifest.files.len(),
             manifest.rows,
-            manifest.archive_manifests.len()
+            manifest.archive_manifests.len(),
+            manifest.exporter.label(),
+            manifest.exporter.authenticated_by,
+            manifest.created_at,
+            if checked.signer_trusted {
+                ", a trusted key"
+            } else {
+                "; pass --public-key or --keyring to check who signed"
+            }
         );
         return Ok(());
     }
-    for p in &problems {
+    for p in &checked.problems {
         println!("{p}");
     }
-    println!("{}: {} problems", dir.display(), problems.len());
+    println!("{}: {} problems", dir.display(), checked.problems.len());
     std::process::exit(1);
 }

@@ -65,7 +65,7 @@ pub struct CompactArgs {
 
 /// The key lifecycle records are signed with.
 #[derive(clap::Args)]
-struct KeyArgs {
+pub(crate) struct KeyArgs {
     /// File holding the Ed25519 signing key (hex or base64). Default: the
     /// config's `[archive]` key (`signing_key_env` / `signing_key_file`, or the
     /// key the gateway generated in its spool directory).
@@ -84,7 +84,7 @@ pub struct KeygenArgs {
 
 /// The archive's store, its config section (when read from a config), and the
 /// signing key.
-fn open(
+pub(crate) fn open(
     archive: &ArchiveArgs,
     key: &KeyArgs,
     needs_key: bool,
@@ -115,7 +115,7 @@ fn open(
     };
     if needs_key && signing_key.is_none() {
         anyhow::bail!(
-            "no signing key for the lifecycle record: pass --signing-key-file (the archive's manifest-signing key), or --config with an [archive] signing key"
+            "no signing key: pass --signing-key-file (the archive's manifest-signing key), or --config with an [archive] signing key"
         );
     }
     Ok((store, config, signing_key))

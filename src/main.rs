@@ -11,9 +11,11 @@ mod approvals;
 mod replay;
 use replay::{DiffArgs, ReplayArgs};
 
+mod config_check;
 mod demo;
 mod export;
 mod lifecycle;
+mod ui;
 
 #[derive(Parser)]
 #[command(
@@ -114,6 +116,9 @@ enum Command {
     /// Parquet, CSV or JSON lines, with a manifest.json of SHA-256 hashes and the
     /// archive manifests the rows came from; `export verify DIR` checks one.
     Export(export::ExportArgs),
+    /// Serve the audit web UI and API over an archive, without a gateway (an
+    /// archive directory copied away from it, or a bucket).
+    Ui(ui::UiArgs),
     /// List recorded sessions, newest first, straight from the archive.
     Sessions {
         /// Only this agent's sessions (its subject or display name).
@@ -190,8 +195,10 @@ enum TokenCommand {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Validate a config file offline (secrets from the environment included).
-    Check { file: PathBuf },
+    /// Check a config file and everything `serve` needs before it binds
+    /// (secrets from the environment, key files, directories, the archive's
+    /// store reached); `--offline` for the file alone.
+    Check(config_check::CheckArgs),
 }
 
 fn init_logging(json: bool) {
@@ -214,8 +221,31 @@ fn init_logging_at(json: bool, default_filter: &str) {
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("Error: {}", error_chain(&e));
+        std::process::exit(1);
+    }
+}
+
+/// An error and its causes, each said once. Library errors often include
+/// their source in their own message (`opening the archive: {0}`), so
+/// anyhow's `Caused by:` list repeats the same text at every level; a cause
+/// already contained in the message above it is left out.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    let mut last = out.clone();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !last.contains(&text) {
+            out += &format!("\n  caused by: {text}");
+        }
+        last = text;
+    }
+    out
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config: path } => {
             // Before anything slow: a SIGHUP while starting must not end the process.
@@ -229,22 +259,8 @@ fn main() -> anyhow::Result<()> {
                 .block_on(serve(config, path, in_force, early_hangups))
         }
         Command::Config {
-            command: ConfigCommand::Check { file },
-        } => {
-            let config = chaperone_proxy::Config::load(&file)?;
-            // Users, issuers (their CA files), roles and the JIT store.
-            chaperone_proxy::identity::GatewayAuthenticator::from_config(&config)?;
-            for (name, t) in &config.targets {
-                t.password.resolve(&format!("targets.{name}"))?;
-            }
-            println!(
-                "{}: ok ({} targets, {} users)",
-                file.display(),
-                config.targets.len(),
-                config.users.len()
-            );
-            Ok(())
-        }
+            command: ConfigCommand::Check(args),
+        } => config_check::run(args),
         Command::Token { command } => token(command),
         Command::Approvals(args) => approvals::run(args),
         Command::Verify {
@@ -296,6 +312,7 @@ fn main() -> anyhow::Result<()> {
             archive,
         } => query_archive(&archive, |_| Ok(sql), format),
         Command::Export(args) => export::run(args),
+        Command::Ui(args) => ui::run(args),
         Command::Sessions {
             agent,
             table,
@@ -451,6 +468,10 @@ pub(crate) async fn start_gateway(
             .context("[ui] needs an [archive] section: the audit service reads the archive")?;
         let archive = chaperone_recorder::ArchiveConfig::from_toml(&archive)?;
         let state = chaperone_query_ui::open(ui, &archive.store, &archive.store_options).await?;
+        // Exports are signed with the archive's key: one key for a verifier to trust.
+        if let Some(key) = archive.existing_signing_key().map_err(anyhow::Error::msg)? {
+            state.attach_export_key(key);
+        }
         // The web inbox decides through this gateway's approvals.
         if let Some(approvals) = gateway.shared().guardrails.approvals() {
             state.attach_approvals(approvals.clone());
@@ -574,17 +595,7 @@ fn verify(
             .map(|s| chaperone_archive::since::parse_since(&s, chaperone_schemas::event::now_ns()))
             .transpose()
             .map_err(anyhow::Error::msg)?,
-        keyring: match (keyring, public_key.is_empty()) {
-            (Some(path), true) => Some(chaperone_archive::keyring::Keyring::load(&path)?),
-            (None, false) => Some(chaperone_archive::keyring::Keyring::always(
-                public_key
-                    .iter()
-                    .map(|k| chaperone_schemas::manifest::parse_verifying_key(k))
-                    .collect::<Result<_, _>>()?,
-            )),
-            (None, true) => None,
-            (Some(_), false) => anyhow::bail!("use --keyring or --public-key, not both"),
-        },
+        keyring: keyring_arg(keyring, &public_key)?,
         gateway,
         expect_gateways: expect_gateways
             .map(|e| chaperone_archive::head::Expectation::parse(&e))
@@ -601,6 +612,25 @@ fn verify(
     } else {
         std::process::exit(1);
     }
+}
+
+/// The keys a verifier trusts: `--keyring FILE` or `--public-key KEY`s (none:
+/// signatures prove integrity, not origin).
+fn keyring_arg(
+    keyring: Option<PathBuf>,
+    public_key: &[String],
+) -> anyhow::Result<Option<chaperone_archive::keyring::Keyring>> {
+    Ok(match (keyring, public_key.is_empty()) {
+        (Some(path), true) => Some(chaperone_archive::keyring::Keyring::load(&path)?),
+        (None, false) => Some(chaperone_archive::keyring::Keyring::always(
+            public_key
+                .iter()
+                .map(|k| chaperone_schemas::manifest::parse_verifying_key(k))
+                .collect::<Result<_, _>>()?,
+        )),
+        (None, true) => None,
+        (Some(_), false) => anyhow::bail!("use --keyring or --public-key, not both"),
+    })
 }
 
 fn token(command: TokenCommand) -> anyhow::Result<()> {

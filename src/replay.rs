@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use chaperone_replayer::against::{replay_against, same_server, AgainstOptions, Dsn};
 use chaperone_replayer::archive::{Archive, SessionSource};
+use chaperone_replayer::dbmap::DatabaseMap;
 use chaperone_replayer::story::{print_story, StoryError, StoryFormat};
 
 #[derive(clap::Args)]
@@ -43,9 +44,14 @@ pub struct ReplayArgs {
     /// With --against: skip every statement that is not a read.
     #[arg(long)]
     read_only: bool,
-    /// With --against: wrap the replay in a transaction and roll it back.
+    /// With --against: wrap the replay in a transaction and roll it back (the
+    /// session's own BEGIN/COMMIT/ROLLBACK become savepoints of it).
     #[arg(long)]
     rollback: bool,
+    /// With --against: the recorded database FROM is called TO on the target
+    /// (qualified names, USE, the default database); repeat for several.
+    #[arg(long, value_name = "FROM=TO")]
+    map_database: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -64,6 +70,10 @@ pub struct DiffArgs {
     /// JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Session A's database FROM is session B's TO: compare as if A had used
+    /// B's names (the same migration on two databases); repeat for several.
+    #[arg(long, value_name = "FROM=TO")]
+    map_database: Vec<String>,
 }
 
 fn load_config(path: &std::path::Path) -> anyhow::Result<chaperone_proxy::Config> {
@@ -128,6 +138,7 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             rollback: args.rollback,
             connect_timeout: None,
             masking,
+            databases: DatabaseMap::parse(&args.map_database)?,
         };
         let cancel = async move {
             interrupt.recv().await;
@@ -199,7 +210,8 @@ pub fn diff(args: DiffArgs) -> anyhow::Result<()> {
     };
     let sa = rt.block_on(archive.statements(&a))?;
     let sb = rt.block_on(archive.statements(&b))?;
-    let d = chaperone_replayer::diff::diff(&a, &sa, &b, &sb);
+    let map = DatabaseMap::parse(&args.map_database)?;
+    let d = chaperone_replayer::diff::diff_mapped(&a, &sa, &b, &sb, &map);
     if args.json {
         println!("{}", serde_json::to_string(&d)?);
     } else {

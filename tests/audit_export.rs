@@ -317,6 +317,113 @@ fn chaperone(args: &[&str]) -> (bool, String) {
     (out.status.success(), common::text(&out))
 }
 
+/// The hex public key of a signing key file.
+fn public_key_of(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    let key = chaperone_schemas::manifest::parse_signing_key(&text).unwrap();
+    hex::encode(key.verifying_key().as_bytes())
+}
+
+/// Two CLI exports of one (absolute) selection: the same files, byte for byte,
+/// in every format.
+fn same_selection_same_bytes(archive: &Path, key: &str, scratch: &Path) {
+    let until =
+        chaperone_schemas::time::rfc3339_ns(chaperone_schemas::event::now_ns() + 3_600_000_000_000);
+    for format in ["parquet", "csv", "jsonl"] {
+        let export = |n: u32| {
+            let dir = scratch.join(format!("same-{format}-{n}"));
+            let (ok, out) = chaperone(&[
+                "export",
+                "--archive",
+                archive.to_str().unwrap(),
+                "--signing-key-file",
+                key,
+                "--since",
+                "2020-01-01",
+                "--until",
+                &until,
+                "--tables",
+                "sessions,statements,frames",
+                "--format",
+                format,
+                "--out",
+                dir.to_str().unwrap(),
+            ]);
+            assert!(ok, "{out}");
+            let manifest: Value =
+                serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+            (dir, manifest)
+        };
+        let (a, ma) = export(1);
+        let (b, mb) = export(2);
+        assert_eq!(
+            ma["files"], mb["files"],
+            "{format}: same files, same hashes"
+        );
+        assert_eq!(ma["archive_manifests"], mb["archive_manifests"]);
+        for f in ma["files"].as_array().unwrap() {
+            let name = f["name"].as_str().unwrap();
+            assert_eq!(
+                std::fs::read(a.join(name)).unwrap(),
+                std::fs::read(b.join(name)).unwrap(),
+                "{format}: {name} byte-identical"
+            );
+        }
+        let _ = std::fs::remove_dir_all(a);
+        let _ = std::fs::remove_dir_all(b);
+    }
+}
+
+/// A forger edits `statements.csv` and rewrites its size and hash in the
+/// manifest: the files match the manifest, the signature does not.
+fn forged_export_fails_on_the_signature(export: &Path, scratch: &Path) {
+    let forged = scratch.join("forged");
+    std::fs::create_dir_all(&forged).unwrap();
+    for entry in std::fs::read_dir(export).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), forged.join(entry.file_name())).unwrap();
+    }
+    let csv = forged.join("statements.csv");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let edited = text.replacen("orders-bot", "someone-else", 1);
+    assert_ne!(text, edited);
+    std::fs::write(&csv, &edited).unwrap();
+    let manifest_path = forged.join("manifest.json");
+    let mut manifest: Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    for f in manifest["files"].as_array_mut().unwrap() {
+        if f["name"] == "statements.csv" {
+            f["sha256"] = json!(sha256_file(&csv));
+            f["bytes"] = json!(edited.len());
+        }
+    }
+    std::fs::write(
+        &manifest_path,
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+    let (ok, out) = chaperone(&["export", "verify", forged.to_str().unwrap()]);
+    assert!(!ok, "a forged export does not verify: {out}");
+    assert!(
+        out.contains("SIGNATURE manifest.json: signature does not match"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("FILE ALTERED"),
+        "the hashes were rewritten: {out}"
+    );
+    // Dropping the signature does not help either.
+    manifest.as_object_mut().unwrap().remove("signature");
+    std::fs::write(
+        &manifest_path,
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+    let (ok, out) = chaperone(&["export", "verify", forged.to_str().unwrap()]);
+    assert!(!ok && out.contains("not signed"), "{out}");
+    let _ = std::fs::remove_dir_all(forged);
+}
+
 #[test]
 fn exports_metrics_and_sql_limits_over_recorded_traffic() {
     let service = start();
@@ -428,6 +535,8 @@ fn exports_metrics_and_sql_limits_over_recorded_traffic() {
         serde_json::from_slice(&std::fs::read(download.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["format"], "chaperone.export");
     assert_eq!(manifest["created_by"], "auditor-ci");
+    assert_eq!(manifest["exporter"]["authenticated_by"], "token");
+    assert_eq!(manifest["signature"]["algorithm"], "ed25519");
     assert_eq!(manifest["selection"]["agent"], "orders-bot");
     assert_eq!(
         manifest["resolved"]["matched_tables"],
@@ -461,11 +570,24 @@ fn exports_metrics_and_sql_limits_over_recorded_traffic() {
 
     // --- Export with the CLI, same engine: every statement of the last hour
     // as CSV (read back with DuckDB), and bench-bot's as JSON lines.
+    let key_file = service.dir.join("signing.key");
+    let key = key_file.to_str().unwrap();
+    let (ok, out) = chaperone(&[
+        "export",
+        "--archive",
+        archive.to_str().unwrap(),
+        "--out",
+        service.dir.join("cli-unsigned").to_str().unwrap(),
+    ]);
+    assert!(!ok, "no export without a signing key: {out}");
+    assert!(out.contains("--signing-key-file"), "{out}");
     let csv_dir = service.dir.join("cli-csv");
     let (ok, out) = chaperone(&[
         "export",
         "--archive",
         archive.to_str().unwrap(),
+        "--signing-key-file",
+        key,
         "--since",
         "1h",
         "--format",
@@ -491,6 +613,8 @@ fn exports_metrics_and_sql_limits_over_recorded_traffic() {
         archive.to_str().unwrap(),
         "--agent",
         "bench-bot",
+        "--signing-key-file",
+        key,
         "--format",
         "jsonl",
         "--out",
@@ -510,9 +634,45 @@ fn exports_metrics_and_sql_limits_over_recorded_traffic() {
     .unwrap();
     assert_eq!(json_rows, bench);
 
+    // The CLI's exporter: the OS user and host, not "unknown".
+    let cli_manifest: Value =
+        serde_json::from_slice(&std::fs::read(csv_dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(cli_manifest["exporter"]["authenticated_by"], "os user");
+    assert!(
+        cli_manifest["exporter"]["host"].is_string(),
+        "{cli_manifest}"
+    );
+    assert!(cli_manifest["created_by"].as_str().unwrap().contains('@'));
+    assert_ne!(cli_manifest["created_by"], "unknown");
+
+    same_selection_same_bytes(&archive, key, &service.dir);
+    forged_export_fails_on_the_signature(&csv_dir, &service.dir);
+
     // Tampering: an altered byte and a removed file are named.
-    let (ok, out) = chaperone(&["export", "verify", csv_dir.to_str().unwrap()]);
+    let public_key = public_key_of(&key_file);
+    let (ok, out) = chaperone(&[
+        "export",
+        "verify",
+        "--public-key",
+        &public_key,
+        csv_dir.to_str().unwrap(),
+    ]);
     assert!(ok, "{out}");
+    assert!(out.contains("a trusted key"), "{out}");
+    let stranger = hex::encode(
+        ed25519_dalek::SigningKey::from_bytes(&[7; 32])
+            .verifying_key()
+            .as_bytes(),
+    );
+    let (ok, out) = chaperone(&[
+        "export",
+        "verify",
+        "--public-key",
+        &stranger,
+        csv_dir.to_str().unwrap(),
+    ]);
+    assert!(!ok, "signed by another key: {out}");
+    assert!(out.contains("not a trusted key"), "{out}");
     let csv = csv_dir.join("statements.csv");
     let mut bytes = std::fs::read(&csv).unwrap();
     let last = bytes.len() - 2;

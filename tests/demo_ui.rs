@@ -348,7 +348,7 @@ fn every_path_of_the_openapi_file_is_served() {
                 format!("http://{ui}/{path}"),
                 Some(r#"{"sql":"SELECT 1"}"#),
             ),
-            "api/sessions/no-such-session/frames" => {
+            "api/sessions/no-such-session/frames" | "api/sessions/no-such-session/result" => {
                 ("GET", format!("http://{ui}/{path}?command_index=0"), None)
             }
             "api/diff" => ("GET", format!("http://{ui}/{path}?a=x&b=y"), None),

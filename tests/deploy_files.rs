@@ -9,7 +9,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_chaperone");
 
 fn config_check(path: &std::path::Path, envs: &[(&str, &str)]) {
     let out = Command::new(BIN)
-        .args(["config", "check", path.to_str().unwrap()])
+        .args(["config", "check", "--offline", path.to_str().unwrap()])
         .envs(envs.iter().copied())
         .output()
         .unwrap();

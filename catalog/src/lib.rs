@@ -117,12 +117,14 @@ pub const VIEWS: &[(&str, &str)] = &[
         "table_access",
         "SELECT started_at, date, hour, gateway_id, session_id, command_index, issuer, \
                 subject, display_name, role, target, database, statement_class, verdict, \
-                error_code, 'read' AS access, unnest(tables_read) AS table_name \
+                error_code, error_message, rows_returned, rows_affected, sql, \
+                'read' AS access, unnest(tables_read) AS table_name \
          FROM statements \
          UNION ALL \
          SELECT started_at, date, hour, gateway_id, session_id, command_index, issuer, \
                 subject, display_name, role, target, database, statement_class, verdict, \
-                error_code, 'write' AS access, unnest(tables_written) AS table_name \
+                error_code, error_message, rows_returned, rows_affected, sql, \
+                'write' AS access, unnest(tables_written) AS table_name \
          FROM statements",
     ),
 ];
@@ -187,7 +189,10 @@ impl Catalog {
                 );
         }
         let runtime = runtime.build_arc().map_err(|e| setup(e.to_string()))?;
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let mut ctx = SessionContext::new_with_config_rt(config, runtime);
+        // Claims and connect attributes are JSON text: without these, an auditor
+        // cannot ask for a claim in SQL.
+        datafusion_functions_json::register_all(&mut ctx).map_err(|e| setup(e.to_string()))?;
         let base = url::Url::parse(STORE_URL).map_err(|e| setup(e.to_string()))?;
         ctx.register_object_store(&base, store.inner.clone());
 

@@ -24,6 +24,8 @@ pub struct Principal {
     /// A token's name, a person's subject, or `demo`: the access log's `who`.
     pub name: String,
     pub role: String,
+    /// How the caller was authenticated: `token`, `web login`, `demo mode`.
+    pub via: &'static str,
     /// Set when a person is logged in through the web login.
     pub session: Option<WebSession>,
 }
@@ -101,6 +103,7 @@ pub async fn guard(State(state): State<Arc<AppState>>, request: Request, next: N
                     Principal {
                         name: t.name.clone(),
                         role: t.role.clone(),
+                        via: "token",
                         session: None,
                     },
                     "token",
@@ -125,6 +128,7 @@ pub async fn guard(State(state): State<Arc<AppState>>, request: Request, next: N
                 Principal {
                     name: session.subject.clone(),
                     role: role_name(session.role).into(),
+                    via: "web login",
                     session: Some(session),
                 },
                 "web login",
@@ -135,6 +139,7 @@ pub async fn guard(State(state): State<Arc<AppState>>, request: Request, next: N
                 Principal {
                     name: "demo".into(),
                     role: "admin".into(),
+                    via: "demo mode",
                     session: None,
                 },
                 "demo mode",

@@ -23,6 +23,7 @@ pub fn routes() -> axum::Router<Arc<AppState>> {
         .route("/api/sessions", get(sessions))
         .route("/api/sessions/{id}", get(session))
         .route("/api/sessions/{id}/frames", get(frames))
+        .route("/api/sessions/{id}/result", get(result))
         .route("/api/tables/{table}/history", get(table_history))
         .route("/api/diff", get(diff))
 }
@@ -50,37 +51,88 @@ fn bad_request(msg: impl Into<String>) -> ApiError {
     ApiError::bad_request(msg)
 }
 
+/// A query's result: the columns in the query's order (the SELECT order), and
+/// the rows as JSON objects with every column present (SQL NULL as `null`).
+#[derive(Debug, Default)]
+pub struct Rows {
+    pub columns: Vec<String>,
+    pub rows: Vec<Value>,
+}
+
 /// Runs an archive query with the service's time and row limits. Returns the
 /// rows as JSON objects and whether the row limit cut the result.
 pub async fn run_query(state: &AppState, sql: &str) -> Result<(Vec<Value>, bool), ApiError> {
-    let (batches, truncated) = collect_limited(state, sql).await?;
-    Ok((batches_to_json(&batches)?, truncated))
+    let (rows, truncated) = run_query_columns(state, sql).await?;
+    Ok((rows.rows, truncated))
+}
+
+/// [`run_query`] with the result's columns, in order.
+pub async fn run_query_columns(state: &AppState, sql: &str) -> Result<(Rows, bool), ApiError> {
+    let (columns, batches, truncated) = collect_limited(state, sql).await?;
+    Ok((
+        Rows {
+            columns,
+            rows: batches_to_json(&batches)?,
+        },
+        truncated,
+    ))
+}
+
+/// Why a query did not plan, in words that say what to do. Only the catalog's
+/// own refusals (writes, DDL, statements, files, unknown tables) are
+/// "refused"; a mistyped function or column is the query's mistake.
+fn plan_failed(state: &AppState, e: chaperone_catalog::CatalogError) -> ApiError {
+    use crate::metrics::sql_outcome;
+    let text = e.to_string();
+    let refused =
+        text.contains("not supported") || (text.contains("table") && text.contains("not found"));
+    if refused {
+        state.metrics.sql(sql_outcome::REFUSED);
+        return bad_request(format!(
+            "refused: the SQL endpoint only reads the archive's tables and views \
+             (no writes, DDL, COPY or files): {e}"
+        ));
+    }
+    state.metrics.sql(sql_outcome::FAILED);
+    if text.contains("Invalid function") {
+        return bad_request(format!(
+            "unknown function: the archive's SQL has DataFusion's functions and the JSON \
+             functions (json_get_str(claims, 'team'), json_get, json_contains, ...; \
+             SHOW FUNCTIONS lists them all): {e}"
+        ));
+    }
+    bad_request(format!("the query does not plan: {e}"))
 }
 
 async fn collect_limited(
     state: &AppState,
     sql: &str,
-) -> Result<(Vec<RecordBatch>, bool), ApiError> {
+) -> Result<(Vec<String>, Vec<RecordBatch>, bool), ApiError> {
     use crate::metrics::sql_outcome;
     let max = state.config.max_rows;
     let timeout = Duration::from_secs(state.config.query_timeout_secs);
     let work = async {
-        let df = state.catalog.sql(sql).await.map_err(|e| {
-            state.metrics.sql(sql_outcome::REFUSED);
-            bad_request(format!(
-                "refused: the SQL endpoint only reads the archive's tables and views \
-                 (no writes, DDL, COPY or files): {e}"
-            ))
-        })?;
+        let df = state
+            .catalog
+            .sql(sql)
+            .await
+            .map_err(|e| plan_failed(state, e))?;
+        let columns: Vec<String> = df
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
         let df = df.limit(0, Some(max + 1)).map_err(|e| {
             state.metrics.sql(sql_outcome::REFUSED);
             bad_request(e.to_string())
         })?;
         df.collect()
             .await
+            .map(|b| (columns, b))
             .map_err(|e| query_failed(state, chaperone_catalog::CatalogError::from(e)))
     };
-    let mut batches = tokio::time::timeout(timeout, work).await.map_err(|_| {
+    let (columns, mut batches) = tokio::time::timeout(timeout, work).await.map_err(|_| {
         state.metrics.sql(sql_outcome::TIME_LIMITED);
         ApiError(
             StatusCode::REQUEST_TIMEOUT,
@@ -104,7 +156,7 @@ async fn collect_limited(
     } else {
         state.metrics.sql(sql_outcome::OK);
     }
-    Ok((batches, truncated))
+    Ok((columns, batches, truncated))
 }
 
 /// The API error (and metric) of a query that failed while running: the
@@ -140,7 +192,11 @@ fn is_memory_limit(e: &chaperone_catalog::CatalogError) -> bool {
 fn batches_to_json(batches: &[RecordBatch]) -> Result<Vec<Value>, ApiError> {
     let mut out = Vec::new();
     {
-        let mut writer = arrow::json::ArrayWriter::new(&mut out);
+        // Nulls written out: a client (and the pages) sees every column of
+        // every row, not only those that happen to have a value.
+        let mut writer = arrow::json::WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, arrow::json::writer::JsonArray>(&mut out);
         for b in batches {
             writer
                 .write(b)
@@ -176,11 +232,16 @@ async fn sql(
     }
     match req.format.as_deref().unwrap_or("json") {
         "json" => {
-            let (rows, truncated) = run_query(&state, &req.sql).await?;
-            Ok(Json(json!({ "rows": rows, "truncated": truncated })).into_response())
+            let (rows, truncated) = run_query_columns(&state, &req.sql).await?;
+            Ok(Json(json!({
+                "columns": rows.columns,
+                "rows": rows.rows,
+                "truncated": truncated
+            }))
+            .into_response())
         }
         "csv" => {
-            let (batches, truncated) = collect_limited(&state, &req.sql).await?;
+            let (_, batches, truncated) = collect_limited(&state, &req.sql).await?;
             let text = chaperone_catalog::render(&batches, chaperone_catalog::Format::Csv)
                 .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
             Ok((
@@ -273,10 +334,58 @@ struct Page {
     limit: Option<usize>,
 }
 
-/// The columns of a statement shown by the API and the UI.
-pub const STATEMENT_COLUMNS: &str = "command_index, started_at, duration_us, command, sql, params, \
-     statement_class, tables_read, tables_written, verdict, rows_returned, rows_affected, warnings, \
-     error_code, error_message, result_columns, result_hash, masked_columns";
+/// The columns of a statement shown by the API and the UI: when, what, its
+/// result (rows or the error, so that a failed row says why on screen), then
+/// the details.
+pub const STATEMENT_COLUMNS: &str =
+    "command_index, started_at, duration_us, command, sql, params, \
+     verdict, rows_returned, rows_affected, error_code, error_message, warnings, statement_class, \
+     tables_read, tables_written, result_columns, result_hash, masked_columns";
+
+/// A session's `session_list` row (columns in the view's order) with the
+/// start row's `claims` (parsed), `client_name` and `client_version` added.
+pub async fn session_info(state: &AppState, id: &str) -> Result<Option<Rows>, ApiError> {
+    let (mut found, _) = run_query_columns(state, &chaperone_catalog::session_sql(id)).await?;
+    let Some(mut info) = found.rows.pop() else {
+        return Ok(None);
+    };
+    // The start row is in the session's own partition: read only that hour.
+    let partition = ["date", "hour"]
+        .iter()
+        .filter_map(|c| {
+            info[*c]
+                .as_str()
+                .map(|v| format!(" AND {c} = {}", quote(v)))
+        })
+        .collect::<String>();
+    let (start, _) = run_query(
+        state,
+        &format!(
+            "SELECT claims, client_name, client_version FROM sessions \
+             WHERE session_id = {} AND event = 'start'{partition} LIMIT 1",
+            quote(id)
+        ),
+    )
+    .await?;
+    let start = start.into_iter().next().unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut info {
+        let claims = start["claims"]
+            .as_str()
+            .and_then(|c| serde_json::from_str::<Value>(c).ok())
+            .unwrap_or(Value::Null);
+        map.insert("claims".into(), claims);
+        for c in ["client_name", "client_version"] {
+            map.insert(c.into(), start[c].clone());
+        }
+    }
+    found
+        .columns
+        .extend(["claims", "client_name", "client_version"].map(String::from));
+    Ok(Some(Rows {
+        columns: found.columns,
+        rows: vec![info],
+    }))
+}
 
 /// `GET /api/sessions/{id}`: the session's identity and one page of its statements.
 async fn session(
@@ -284,13 +393,13 @@ async fn session(
     Path(id): Path<String>,
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
-    let (info, _) = run_query(&state, &chaperone_catalog::session_sql(&id)).await?;
-    let Some(info) = info.into_iter().next() else {
+    let Some(mut info) = session_info(&state, &id).await? else {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("no session {id} in the archive"),
         ));
     };
+    let info = info.rows.pop().unwrap_or(Value::Null);
     let offset = page.offset.unwrap_or(0);
     let limit = page.limit.unwrap_or(200).min(2000);
     // A session's statements are in its start day's partition or later: days
@@ -346,6 +455,28 @@ async fn frames(
     ))
 }
 
+/// `GET /api/sessions/{id}/result?command_index=N`: the result the client saw,
+/// decoded from the recorded frames (what the terminal player shows).
+async fn result(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(q): Query<FramesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let frames = state
+        .sessions
+        .frames(&id, q.command_index)
+        .await
+        .map_err(|e| bad_request(e.to_string()))?;
+    let decoded = chaperone_replayer::decode::decode(&frames);
+    Ok(Json(json!({
+        "session_id": id,
+        "command_index": q.command_index,
+        "results": decoded.results,
+        "capped": decoded.capped,
+        "problem": decoded.problem,
+    })))
+}
+
 #[derive(Deserialize)]
 struct HistoryQuery {
     since: Option<String>,
@@ -369,8 +500,9 @@ pub fn table_history_sql(table: &str, since_ns: Option<i64>, limit: usize) -> St
         conditions.push(format!("started_at >= {}", timestamp_literal(since)));
     }
     format!(
-        "SELECT started_at, access, table_name, subject, display_name, role, target, session_id, \
-                command_index, statement_class, verdict, error_code \
+        "SELECT started_at, access, table_name, subject, display_name, role, statement_class, \
+                sql, rows_affected, rows_returned, verdict, error_code, error_message, target, \
+                session_id, command_index \
          FROM table_access WHERE {} ORDER BY started_at DESC LIMIT {}",
         conditions.join(" AND "),
         limit.clamp(1, 5000)

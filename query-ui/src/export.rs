@@ -9,6 +9,14 @@
 //! own hashes ([`verify_dir`], `chaperone export verify DIR`) and, with the
 //! archive, that every exported row comes from signed, chained segments.
 //!
+//! The manifest is signed (Ed25519, like the archive's manifests and lifecycle
+//! records: [`chaperone_schemas::manifest::sign_value`], `format` keeping the
+//! kinds apart): without it, whoever edits a file can rewrite its hash in the
+//! manifest too. It names who exported ([`Exporter`]: the identity the service
+//! authenticated, or the OS user and host of the command line). Rows are
+//! written in a total order and in fixed-size batches, so the same selection
+//! gives the same bytes: a recipient can export again and compare hashes.
+//!
 //! One engine, [`run_export`], for the API (`POST /api/exports`, run in the
 //! background with [`Progress`] to poll) and the command line (`chaperone export`).
 //!
@@ -21,21 +29,18 @@
 //! - `frames` (only when asked: they are the bulk of the archive): the frames of
 //!   the exported statements, for faithful replay.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, ArrayRef, AsArray, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
-use arrow::record_batch::RecordBatch;
-use chaperone_catalog::{quote, table_condition, timestamp_literal, Catalog};
-use chaperone_schemas::manifest::{sha256_hex, Manifest};
-use chaperone_schemas::{Layout, Partition, Table};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+
+mod verify;
+mod write;
+
+pub use verify::{verify_dir, ExportProblem, VerifiedExport};
+pub use write::run_export;
 
 /// The name of the export's own manifest.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -62,6 +67,8 @@ pub enum ExportError {
     Store(#[from] chaperone_recorder::StoreError),
     #[error("writing {file}: {message}")]
     Write { file: String, message: String },
+    #[error("signing the export manifest: {0}")]
+    Sign(String),
     #[error("{path}: not an export manifest: {message}")]
     BadManifest { path: PathBuf, message: String },
 }
@@ -185,14 +192,77 @@ pub struct SourceManifest {
     pub files: Vec<SourceFile>,
 }
 
+/// Who exported, as recorded in the signed manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Exporter {
+    /// The authenticated identity: a token's name, a person's subject, `demo`,
+    /// or on the command line the OS user.
+    pub name: String,
+    /// How it was authenticated: `token`, `web login`, `demo mode`, `os user`.
+    pub authenticated_by: String,
+    /// The host the command line ran on (none for the service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+impl Exporter {
+    /// The command-line user: `$USER` (or `$LOGNAME`) on this host. Not an
+    /// authentication (the OS did that), but what the manifest can honestly say.
+    pub fn os_user() -> Exporter {
+        let name = ["USER", "LOGNAME"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| format!("uid {}", current_uid()));
+        Exporter {
+            name,
+            authenticated_by: "os user".into(),
+            host: Some(hostname()),
+        }
+    }
+
+    /// `name` (or `name@host`): the manifest's `created_by`.
+    pub fn label(&self) -> String {
+        match &self.host {
+            Some(host) => format!("{}@{host}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
+fn current_uid() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
 /// `manifest.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExportManifest {
     pub format: String,
     pub format_version: String,
     pub created_at: String,
-    /// Who asked (token name, or the command-line user).
+    /// Who asked: [`Exporter::label`].
     pub created_by: String,
+    /// Who asked, and how the service knew.
+    pub exporter: Exporter,
     /// The archive read (its description: directory or URL).
     pub archive: String,
     pub selection: Selection,
@@ -202,6 +272,20 @@ pub struct ExportManifest {
     /// Rows per archive table.
     pub rows: BTreeMap<String, u64>,
     pub archive_manifests: Vec<SourceManifest>,
+    /// Ed25519 over the rest of the manifest (canonical JSON, as the archive's
+    /// manifests). None only before [`ExportManifest::sign`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<chaperone_schemas::manifest::Signature>,
+}
+
+impl ExportManifest {
+    /// Signs the manifest (replacing any signature); returns the bytes to write.
+    pub fn sign(&mut self, key: &ed25519_dalek::SigningKey) -> Result<Vec<u8>, ExportError> {
+        self.signature = None;
+        let value = serde_json::to_value(&*self).map_err(|e| ExportError::Sign(e.to_string()))?;
+        self.signature = Some(chaperone_schemas::manifest::sign_value(&value, key));
+        serde_json::to_vec_pretty(&*self).map_err(|e| ExportError::Sign(e.to_string()))
+    }
 }
 
 /// Progress of a running export, for polling.
@@ -211,571 +295,6 @@ pub struct Progress {
     pub bytes: AtomicU64,
     /// The table being written now.
     pub table: Mutex<String>,
-}
-
-/// An export file: hashed and counted as it is written
-/// (`chaperone_archive::parquet_file::HashingWriter`), its bytes reported to the
-/// export's progress.
-type HashingWriter = chaperone_archive::parquet_file::HashingWriter<ProgressWriter>;
-
-/// Counts what goes through it into the export's progress.
-struct ProgressWriter {
-    inner: std::io::BufWriter<std::fs::File>,
-    progress: Arc<Progress>,
-}
-
-impl Write for ProgressWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.progress.bytes.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// The batch writer of one format.
-enum BatchWriter {
-    Parquet(parquet::arrow::ArrowWriter<HashingWriter>),
-    Csv(arrow::csv::Writer<HashingWriter>),
-    Jsonl(arrow::json::LineDelimitedWriter<HashingWriter>),
-}
-
-impl BatchWriter {
-    fn new(format: ExportFormat, out: HashingWriter, schema: Arc<Schema>) -> Result<Self, String> {
-        Ok(match format {
-            ExportFormat::Parquet => {
-                let props = parquet::file::properties::WriterProperties::builder()
-                    .set_compression(parquet::basic::Compression::ZSTD(
-                        parquet::basic::ZstdLevel::try_new(3).map_err(|e| e.to_string())?,
-                    ))
-                    .build();
-                BatchWriter::Parquet(
-                    parquet::arrow::ArrowWriter::try_new(out, schema, Some(props))
-                        .map_err(|e| e.to_string())?,
-                )
-            }
-            ExportFormat::Csv => BatchWriter::Csv(
-                arrow::csv::WriterBuilder::new()
-                    .with_header(true)
-                    .build(out),
-            ),
-            ExportFormat::Jsonl => BatchWriter::Jsonl(arrow::json::LineDelimitedWriter::new(out)),
-        })
-    }
-
-    fn write(&mut self, batch: &RecordBatch) -> Result<(), String> {
-        match self {
-            BatchWriter::Parquet(w) => w.write(batch).map_err(|e| e.to_string()),
-            BatchWriter::Csv(w) => w.write(&lists_as_json(batch)?).map_err(|e| e.to_string()),
-            BatchWriter::Jsonl(w) => w.write(batch).map_err(|e| e.to_string()),
-        }
-    }
-
-    fn finish(self) -> Result<HashingWriter, String> {
-        match self {
-            BatchWriter::Parquet(w) => w.into_inner().map_err(|e| e.to_string()),
-            BatchWriter::Csv(w) => Ok(w.into_inner()),
-            BatchWriter::Jsonl(mut w) => {
-                w.finish().map_err(|e| e.to_string())?;
-                Ok(w.into_inner())
-            }
-        }
-    }
-}
-
-/// CSV has no lists: list columns become JSON arrays (`["db.a","db.b"]`).
-fn lists_as_json(batch: &RecordBatch) -> Result<RecordBatch, String> {
-    let mut fields = Vec::new();
-    let mut columns: Vec<ArrayRef> = Vec::new();
-    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-        if let DataType::List(_) = field.data_type() {
-            let list = column.as_list::<i32>();
-            let text: StringArray = (0..list.len())
-                .map(|i| {
-                    if list.is_null(i) {
-                        return Ok(None);
-                    }
-                    let values = list.value(i);
-                    let values = arrow::compute::cast(&values, &DataType::Utf8)
-                        .map_err(|e| e.to_string())?;
-                    let values = values.as_string::<i32>();
-                    let items: Vec<Option<&str>> = (0..values.len())
-                        .map(|j| (!values.is_null(j)).then(|| values.value(j)))
-                        .collect();
-                    serde_json::to_string(&items)
-                        .map(Some)
-                        .map_err(|e| e.to_string())
-                })
-                .collect::<Result<_, String>>()?;
-            fields.push(Field::new(
-                field.name(),
-                DataType::Utf8,
-                field.is_nullable(),
-            ));
-            columns.push(Arc::new(text));
-        } else {
-            fields.push(field.as_ref().clone());
-            columns.push(column.clone());
-        }
-    }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| e.to_string())
-}
-
-/// A (table, date, hour, gateway) an exported row came from: which archive
-/// files (and so manifests) hold it.
-type SourceKey = (String, String, String, String);
-
-/// The SQL conditions of a selection over the `statements` table.
-struct Conditions {
-    statements: String,
-    /// Over `sessions` start rows; `None` with a table filter (sessions then
-    /// come only from statements).
-    session_starts: Option<String>,
-    since_date: Option<String>,
-    resolved: ResolvedSelection,
-}
-
-async fn conditions(catalog: &Catalog, s: &Selection) -> Result<Conditions, ExportError> {
-    let now = chaperone_schemas::event::now_ns();
-    let time = |text: &Option<String>, what: &str| -> Result<Option<i64>, ExportError> {
-        text.as_deref()
-            .filter(|t| !t.is_empty())
-            .map(|t| {
-                chaperone_archive::since::parse_since(t, now)
-                    .map_err(|e| ExportError::Selection(format!("{what}: {e}")))
-            })
-            .transpose()
-    };
-    let since_ns = time(&s.since, "since")?;
-    let until_ns = time(&s.until, "until")?;
-    if let (Some(a), Some(b)) = (since_ns, until_ns) {
-        if a >= b {
-            return Err(ExportError::Selection(
-                "since is not before until: nothing to export".into(),
-            ));
-        }
-    }
-    // Time conditions on a time column, with the partition filters that prune
-    // whole days.
-    let window = |column: &str| {
-        let mut c = Vec::new();
-        if let Some(t) = since_ns {
-            c.push(format!("date >= '{}'", Partition::of_ns(t).date()));
-            c.push(format!("{column} >= {}", timestamp_literal(t)));
-        }
-        if let Some(t) = until_ns {
-            c.push(format!("date <= '{}'", Partition::of_ns(t).date()));
-            c.push(format!("{column} < {}", timestamp_literal(t)));
-        }
-        c
-    };
-    let mut statements = window("started_at");
-    let mut starts = window("time");
-    starts.push("event = 'start'".into());
-    if let Some(agent) = s.agent.as_deref().filter(|a| !a.is_empty()) {
-        let c = format!("(subject = {0} OR display_name = {0})", quote(agent));
-        statements.push(c.clone());
-        starts.push(c);
-    }
-    let mut matched_tables = None;
-    let table = s.table.as_deref().filter(|t| !t.is_empty());
-    if let Some(table) = table {
-        // A bare name matches `db.name` in any database: resolve the names
-        // first, then an exact list test per statement.
-        let names: Vec<String> = if table.contains('.') {
-            vec![table.to_string()]
-        } else {
-            let mut c = window("started_at");
-            c.push(table_condition(table));
-            let batches = catalog
-                .query(&format!(
-                    "SELECT DISTINCT table_name FROM table_access WHERE {} ORDER BY 1",
-                    c.join(" AND ")
-                ))
-                .await?;
-            let mut names = Vec::new();
-            for b in &batches {
-                let col = arrow::compute::cast(b.column(0), &DataType::Utf8)?;
-                let col = col.as_string::<i32>();
-                names.extend((0..col.len()).map(|i| col.value(i).to_string()));
-            }
-            names
-        };
-        statements.push(if names.is_empty() {
-            "false".to_string()
-        } else {
-            let list = names.iter().map(|n| quote(n)).collect::<Vec<_>>().join(", ");
-            format!(
-                "(array_has_any(tables_read, make_array({list})) OR array_has_any(tables_written, make_array({list})))"
-            )
-        });
-        matched_tables = Some(names);
-    }
-    let and = |c: Vec<String>| {
-        if c.is_empty() {
-            "true".to_string()
-        } else {
-            c.join(" AND ")
-        }
-    };
-    Ok(Conditions {
-        statements: and(statements),
-        session_starts: table.is_none().then(|| and(starts)),
-        since_date: since_ns.map(|t| Partition::of_ns(t).date()),
-        resolved: ResolvedSelection {
-            since_ns,
-            until_ns,
-            matched_tables,
-        },
-    })
-}
-
-/// The query that selects one archive table's rows: the table's own columns,
-/// then `date` and `hour` (for the source manifests; not written).
-fn table_sql(table: Table, c: &Conditions) -> String {
-    let columns: Vec<String> = table
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| format!("t.\"{}\"", f.name()))
-        .collect();
-    let columns = columns.join(", ");
-    let selected = format!("SELECT session_id FROM statements WHERE {}", c.statements);
-    let filter = match table {
-        Table::Statements => c.statements.clone(),
-        Table::Sessions => match &c.session_starts {
-            Some(starts) => format!(
-                "session_id IN ({selected} UNION SELECT session_id FROM sessions WHERE {starts})"
-            ),
-            None => format!("session_id IN ({selected})"),
-        },
-        // Unqualified names inside the subquery are the statements' own (the
-        // innermost table wins).
-        Table::Frames => format!(
-            "{}EXISTS (SELECT 1 FROM statements s WHERE {} \
-             AND s.session_id = t.session_id AND s.command_index = t.command_index)",
-            c.since_date
-                .as_ref()
-                .map(|d| format!("t.date >= '{d}' AND "))
-                .unwrap_or_default(),
-            c.statements
-        ),
-    };
-    format!(
-        "SELECT {columns}, t.date, t.hour FROM {} t WHERE {filter}",
-        table.name()
-    )
-}
-
-/// Exports `request` from `catalog` into `dir` (created; must be empty or
-/// new). Returns the manifest, also written to `dir/manifest.json`.
-pub async fn run_export(
-    catalog: &Catalog,
-    request: &ExportRequest,
-    dir: &Path,
-    progress: Arc<Progress>,
-    created_by: &str,
-) -> Result<ExportManifest, ExportError> {
-    let mut tables = Vec::new();
-    for name in &request.selection.tables {
-        let t = Table::from_name(name).ok_or_else(|| {
-            ExportError::Selection(format!(
-                "tables: {name:?} is not an archive table (sessions, statements, frames)"
-            ))
-        })?;
-        if !tables.contains(&t) {
-            tables.push(t);
-        }
-    }
-    if tables.is_empty() {
-        return Err(ExportError::Selection(
-            "tables is empty: name sessions, statements and/or frames".into(),
-        ));
-    }
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    if std::fs::read_dir(dir).map_err(io(dir))?.next().is_some() {
-        return Err(ExportError::Selection(format!(
-            "{} is not empty: export into a new directory",
-            dir.display()
-        )));
-    }
-    let conditions = conditions(catalog, &request.selection).await?;
-    let mut files = Vec::new();
-    let mut rows = BTreeMap::new();
-    let mut sources: BTreeSet<SourceKey> = BTreeSet::new();
-    for table in tables {
-        *progress.table.lock().expect("progress lock") = table.name().to_string();
-        let name = format!("{}.{}", table.name(), request.format.extension());
-        let path = dir.join(&name);
-        let file = write_table(
-            catalog,
-            table,
-            &table_sql(table, &conditions),
-            &path,
-            &name,
-            request.format,
-            &progress,
-            &mut sources,
-        )
-        .await?;
-        rows.insert(table.name().to_string(), file.rows);
-        files.push(file);
-    }
-    let archive_manifests = source_manifests(catalog, &sources).await?;
-    let manifest = ExportManifest {
-        format: EXPORT_FORMAT.into(),
-        format_version: "1".into(),
-        created_at: rfc3339_now(),
-        created_by: created_by.to_string(),
-        archive: catalog.store().description.clone(),
-        selection: request.selection.clone(),
-        resolved: conditions.resolved,
-        file_format: request.format,
-        files,
-        rows,
-        archive_manifests,
-    };
-    let path = dir.join(MANIFEST_FILE);
-    let text = serde_json::to_vec_pretty(&manifest).map_err(|e| ExportError::Write {
-        file: MANIFEST_FILE.into(),
-        message: e.to_string(),
-    })?;
-    std::fs::write(&path, text).map_err(io(&path))?;
-    Ok(manifest)
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn write_table(
-    catalog: &Catalog,
-    table: Table,
-    sql: &str,
-    path: &Path,
-    name: &str,
-    format: ExportFormat,
-    progress: &Arc<Progress>,
-    sources: &mut BTreeSet<SourceKey>,
-) -> Result<ExportedFile, ExportError> {
-    let failed = |message: String| ExportError::Write {
-        file: name.to_string(),
-        message,
-    };
-    let df = catalog.sql(sql).await?;
-    let mut stream = df.execute_stream().await?;
-    let schema = table.schema();
-    let width = schema.fields().len();
-    let out = HashingWriter::new(ProgressWriter {
-        inner: std::io::BufWriter::with_capacity(
-            1 << 20,
-            std::fs::File::create(path).map_err(io(path))?,
-        ),
-        progress: progress.clone(),
-    });
-    let mut writer = BatchWriter::new(format, out, schema.clone()).map_err(failed)?;
-    let gateway_column = schema
-        .index_of("gateway_id")
-        .map_err(|e| failed(e.to_string()))?;
-    let mut rows = 0u64;
-    let mut last: Option<SourceKey> = None;
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        if batch.num_rows() == 0 {
-            continue;
-        }
-        // Where each row came from: (date, hour, gateway) runs are long (rows
-        // arrive file by file), so compare with the last one before inserting.
-        let text = |i: usize| arrow::compute::cast(batch.column(i), &DataType::Utf8);
-        let (date, hour, gateway) = (text(width)?, text(width + 1)?, text(gateway_column)?);
-        let (date, hour, gateway) = (
-            date.as_string::<i32>(),
-            hour.as_string::<i32>(),
-            gateway.as_string::<i32>(),
-        );
-        for i in 0..batch.num_rows() {
-            let same = last.as_ref().is_some_and(|(_, d, h, g)| {
-                d == date.value(i) && h == hour.value(i) && g == gateway.value(i)
-            });
-            if !same {
-                let key = (
-                    table.name().to_string(),
-                    date.value(i).to_string(),
-                    hour.value(i).to_string(),
-                    gateway.value(i).to_string(),
-                );
-                sources.insert(key.clone());
-                last = Some(key);
-            }
-        }
-        let data = RecordBatch::try_new(schema.clone(), batch.columns()[..width].to_vec())
-            .map_err(|e| failed(e.to_string()))?;
-        writer.write(&data).map_err(failed)?;
-        rows += data.num_rows() as u64;
-        progress
-            .rows
-            .fetch_add(data.num_rows() as u64, Ordering::Relaxed);
-    }
-    let mut out = writer.finish().map_err(failed)?;
-    out.flush().map_err(io(path))?;
-    out.inner.inner.get_ref().sync_all().map_err(io(path))?;
-    Ok(ExportedFile {
-        name: name.to_string(),
-        table: table.name().to_string(),
-        rows,
-        bytes: out.bytes,
-        sha256: hex::encode(out.hasher.finalize()),
-    })
-}
-
-/// The archive manifests listing a data file that holds exported rows.
-async fn source_manifests(
-    catalog: &Catalog,
-    sources: &BTreeSet<SourceKey>,
-) -> Result<Vec<SourceManifest>, ExportError> {
-    if sources.is_empty() {
-        return Ok(Vec::new());
-    }
-    let store = catalog.store();
-    let layout = Layout::new(&store.prefix);
-    let mut out = Vec::new();
-    for (path, _) in store.list(&layout.manifests_root()).await? {
-        let Some((gateway_id, segment)) = layout.parse_manifest(&path) else {
-            continue;
-        };
-        let bytes = store.get(&path).await?;
-        let manifest: Manifest =
-            serde_json::from_slice(&bytes).map_err(|e| ExportError::BadManifest {
-                path: PathBuf::from(&path),
-                message: e.to_string(),
-            })?;
-        let files: Vec<SourceFile> = manifest
-            .files
-            .iter()
-            .filter(|f| {
-                let part = |key: &str| {
-                    f.path
-                        .split('/')
-                        .find_map(|p| p.strip_prefix(key))
-                        .unwrap_or_default()
-                        .to_string()
-                };
-                sources.contains(&(
-                    f.table.clone(),
-                    part("date="),
-                    part("hour="),
-                    gateway_id.clone(),
-                ))
-            })
-            .map(|f| SourceFile {
-                path: f.path.clone(),
-                table: f.table.clone(),
-                sha256: f.sha256.clone(),
-                rows: f.rows,
-            })
-            .collect();
-        if !files.is_empty() {
-            out.push(SourceManifest {
-                path,
-                sha256: sha256_hex(&bytes),
-                gateway_id,
-                segment,
-                files,
-            });
-        }
-    }
-    Ok(out)
-}
-
-fn rfc3339_now() -> String {
-    chaperone_schemas::time::rfc3339_ns(chaperone_schemas::event::now_ns())
-}
-
-/// One thing wrong with an export directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ExportProblem {
-    Missing { file: String },
-    Altered { file: String, detail: String },
-    Unlisted { file: String },
-}
-
-impl std::fmt::Display for ExportProblem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ExportProblem::Missing { file } => {
-                write!(f, "FILE MISSING {file} (listed in {MANIFEST_FILE})")
-            }
-            ExportProblem::Altered { file, detail } => write!(f, "FILE ALTERED {file}: {detail}"),
-            ExportProblem::Unlisted { file } => {
-                write!(f, "FILE NOT IN {MANIFEST_FILE} {file}")
-            }
-        }
-    }
-}
-
-/// Checks an export directory against its `manifest.json`: every listed file
-/// present with the same size and SHA-256, and no file that is not listed.
-/// Returns the manifest and the problems (empty: the export verifies).
-pub fn verify_dir(dir: &Path) -> Result<(ExportManifest, Vec<ExportProblem>), ExportError> {
-    let path = dir.join(MANIFEST_FILE);
-    let text = std::fs::read(&path).map_err(io(&path))?;
-    let manifest: ExportManifest =
-        serde_json::from_slice(&text).map_err(|e| ExportError::BadManifest {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-    if manifest.format != EXPORT_FORMAT {
-        return Err(ExportError::BadManifest {
-            path,
-            message: format!("format is {:?}, not {EXPORT_FORMAT:?}", manifest.format),
-        });
-    }
-    let mut problems = Vec::new();
-    let mut listed = BTreeSet::from([MANIFEST_FILE.to_string()]);
-    for f in &manifest.files {
-        listed.insert(f.name.clone());
-        // Names are plain file names: never follow a path out of the directory.
-        if f.name.contains('/') || f.name.contains('\\') || f.name.starts_with('.') {
-            problems.push(ExportProblem::Altered {
-                file: f.name.clone(),
-                detail: "not a plain file name".into(),
-            });
-            continue;
-        }
-        let file = dir.join(&f.name);
-        let mut input = match std::fs::File::open(&file) {
-            Ok(input) => input,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                problems.push(ExportProblem::Missing {
-                    file: f.name.clone(),
-                });
-                continue;
-            }
-            Err(e) => return Err(io(&file)(e)),
-        };
-        let mut hash = Sha256::new();
-        let bytes = std::io::copy(&mut input, &mut hash).map_err(io(&file))?;
-        let sha256 = hex::encode(hash.finalize());
-        if bytes != f.bytes {
-            problems.push(ExportProblem::Altered {
-                file: f.name.clone(),
-                detail: format!("{bytes} bytes, the manifest says {}", f.bytes),
-            });
-        } else if sha256 != f.sha256 {
-            problems.push(ExportProblem::Altered {
-                file: f.name.clone(),
-                detail: format!("SHA-256 {sha256}, the manifest says {}", f.sha256),
-            });
-        }
-    }
-    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
-        let name = entry.map_err(io(dir))?.file_name();
-        let name = name.to_string_lossy().into_owned();
-        if !listed.contains(&name) {
-            problems.push(ExportProblem::Unlisted { file: name });
-        }
-    }
-    Ok((manifest, problems))
 }
 
 /// The state of an export started through the API.
@@ -791,7 +310,7 @@ pub struct ExportJob {
     pub id: String,
     pub request: ExportRequest,
     pub dir: PathBuf,
-    pub created_by: String,
+    pub created_by: Exporter,
     pub progress: Arc<Progress>,
     pub state: Mutex<JobState>,
 }
@@ -808,7 +327,7 @@ impl ExportJob {
         serde_json::json!({
             "id": self.id,
             "state": name,
-            "created_by": self.created_by,
+            "created_by": self.created_by.label(),
             "selection": self.request.selection,
             "format": self.request.format,
             "table": *self.progress.table.lock().expect("progress lock"),
@@ -844,7 +363,12 @@ impl Exports {
     }
 
     /// Registers a new job writing under `root`.
-    pub fn create(&self, root: &Path, request: ExportRequest, created_by: &str) -> Arc<ExportJob> {
+    pub fn create(
+        &self,
+        root: &Path,
+        request: ExportRequest,
+        created_by: Exporter,
+    ) -> Arc<ExportJob> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let id = format!(
             "exp-{:x}-{n}",
@@ -854,7 +378,7 @@ impl Exports {
             dir: root.join(&id),
             id: id.clone(),
             request,
-            created_by: created_by.to_string(),
+            created_by,
             progress: Arc::new(Progress::default()),
             state: Mutex::new(JobState::Running),
         });

@@ -36,9 +36,20 @@ async fn start(
             )));
         }
     }
-    let job = state
-        .exports
-        .create(&state.export_root, request, &principal.name);
+    // Exports are signed: an unsigned manifest proves nothing once it leaves.
+    let Some(key) = state.export_key.get().cloned() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "exports are signed and this service has no signing key \
+             (`chaperone ui --signing-key-file`, or the gateway's [archive] key)",
+        ));
+    };
+    let exporter = export::Exporter {
+        name: principal.name.clone(),
+        authenticated_by: principal.via.to_string(),
+        host: None,
+    };
+    let job = state.exports.create(&state.export_root, request, exporter);
     crate::access::record(
         &principal,
         "export started",
@@ -59,6 +70,7 @@ async fn start(
             &job.dir,
             job.progress.clone(),
             &job.created_by,
+            &key,
         )
         .await;
         let new_state = match result {

@@ -52,26 +52,44 @@ pub fn cell(v: &Value) -> String {
     }
 }
 
-/// A table of JSON rows (objects), columns in the order of the first row.
-pub fn table(rows: &[Value], link: impl Fn(&str, &Value) -> Option<String>) -> String {
-    let Some(Value::Object(first)) = rows.first() else {
+/// Whether a row is a failed statement: an error code, or not let through by
+/// the gateway (an approved statement ran: it is not a failure).
+pub fn is_error_row(row: &Value) -> bool {
+    let code = row
+        .get("error_code")
+        .is_some_and(|v| !v.is_null() && v != 0);
+    let refused = row
+        .get("verdict")
+        .and_then(Value::as_str)
+        .is_some_and(|v| !matches!(v, "allowed" | "approved"));
+    code || refused
+}
+
+/// A table of JSON rows (objects) with the given columns, in that order (the
+/// query's: a missing value is an empty cell, never a missing column). Wrapped
+/// in a scrolling box so that a wide table never cuts its last columns.
+pub fn table<S: AsRef<str>>(
+    columns: &[S],
+    rows: &[Value],
+    link: impl Fn(&str, &Value) -> Option<String>,
+) -> String {
+    if rows.is_empty() {
         return "<p class=\"empty\">No rows.</p>".into();
-    };
-    let columns: Vec<&String> = first.keys().collect();
-    let mut out = String::from("<table><thead><tr>");
-    for c in &columns {
-        out += &format!("<th>{}</th>", escape(c));
+    }
+    let mut out = String::from("<div class=\"scroll\"><table><thead><tr>");
+    for c in columns {
+        out += &format!("<th>{}</th>", escape(c.as_ref()));
     }
     out += "</tr></thead><tbody>";
     for row in rows {
-        let error = row.get("error_code").is_some_and(|v| !v.is_null());
-        out += if error {
+        out += if is_error_row(row) {
             "<tr class=\"error\">"
         } else {
             "<tr>"
         };
-        for c in &columns {
-            let v = row.get(c.as_str()).unwrap_or(&Value::Null);
+        for c in columns {
+            let c = c.as_ref();
+            let v = row.get(c).unwrap_or(&Value::Null);
             let text = cell(v);
             // The column's class lets the styles size SQL wide and hashes narrow.
             let class = escape(c);
@@ -87,7 +105,7 @@ pub fn table(rows: &[Value], link: impl Fn(&str, &Value) -> Option<String>) -> S
         }
         out += "</tr>";
     }
-    out += "</tbody></table>";
+    out += "</tbody></table></div>";
     out
 }
 
@@ -158,7 +176,13 @@ button.link {{ background: none; border: none; color: #cfd8ea; padding: 0 4px; }
 pre.sql {{ background: #0f1522; color: #e8edf7; padding: 10px 12px; border-radius: 6px; white-space: pre-wrap; overflow-wrap: anywhere; margin: 6px 0; }}
 dl.facts {{ display: grid; grid-template-columns: max-content 1fr; gap: 4px 14px; margin: 8px 0; }}
 dl.facts dt {{ color: var(--muted); }} dl.facts dd {{ margin: 0; }}
-#timeline {{ overflow-x: auto; }}
+#timeline, .scroll {{ overflow-x: auto; max-width: 100%; }}
+.scroll > table {{ width: auto; min-width: 100%; }}
+td.c-error_message {{ color: #a12828; font-weight: 600; }}
+.result {{ margin: 10px 0; }} .result h3 {{ font-size: 14px; margin: 4px 0; }}
+.claims {{ background: var(--soft); padding: 8px 10px; border-radius: 6px; margin: 0; white-space: pre-wrap; }}
+.diff td.sql {{ white-space: pre-wrap; }} .diff td.what {{ font-family: system-ui, sans-serif; }}
+.diff ul {{ margin: 0; padding-left: 16px; }}
 .pane {{ display: grid; grid-template-columns: 1fr 1fr; gap: 12px; }}
 .empty, small {{ color: var(--muted); }} .tag {{ background: #eef1fb; padding: 1px 6px; border-radius: 3px; }}
 .error {{ color: #a12828; }}
@@ -187,9 +211,28 @@ mod tests {
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"
         );
         let rows = vec![serde_json::json!({"sql": "<img src=x onerror=alert(1)>"})];
-        let t = table(&rows, |_, _| None);
+        let t = table(&["sql"], &rows, |_, _| None);
         assert!(!t.contains("<img"));
         assert!(t.contains("&lt;img"));
+    }
+
+    #[test]
+    fn columns_come_from_the_query_and_nulls_are_empty() {
+        let rows = vec![
+            serde_json::json!({"b": 1, "a": null, "error_code": null}),
+            serde_json::json!({"b": 2, "a": "x", "error_code": 1146, "error_message": "no table"}),
+        ];
+        let t = table(&["b", "a", "error_code", "error_message"], &rows, |_, _| {
+            None
+        });
+        let b = t.find("<th>b</th>").unwrap();
+        assert!(
+            b < t.find("<th>a</th>").unwrap(),
+            "query order, not alphabetical"
+        );
+        assert!(t.contains("<th>error_message</th>"));
+        assert!(t.contains("no table"));
+        assert_eq!(t.matches("<tr class=\"error\">").count(), 1);
     }
 
     #[test]

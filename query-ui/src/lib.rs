@@ -65,6 +65,9 @@ pub struct AppState {
     pub exports: export::Exports,
     /// Where API exports are written (`export_dir`, one directory each).
     pub export_root: std::path::PathBuf,
+    /// The key export manifests are signed with ([`AppState::attach_export_key`]:
+    /// the archive's signing key in the gateway); without one, no exports.
+    pub export_key: std::sync::OnceLock<ed25519_dalek::SigningKey>,
 }
 
 impl AppState {
@@ -72,6 +75,11 @@ impl AppState {
     /// rules as the API and the CLI).
     pub fn attach_approvals(&self, approvals: Arc<chaperone_approvals::Approvals>) {
         let _ = self.approvals.set(approvals);
+    }
+
+    /// Gives exports their signing key.
+    pub fn attach_export_key(&self, key: ed25519_dalek::SigningKey) {
+        let _ = self.export_key.set(key);
     }
 }
 
@@ -109,6 +117,7 @@ pub async fn open(
         metrics: metrics::UiMetrics::new(),
         exports: export::Exports::default(),
         export_root,
+        export_key: std::sync::OnceLock::new(),
     }))
 }
 

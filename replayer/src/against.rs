@@ -111,6 +111,9 @@ pub struct AgainstOptions {
     /// the recorded role's were before they are hashed. None: statements
     /// recorded masked are compared by row count only.
     pub masking: Option<Arc<Masking>>,
+    /// `--map-database`: the recorded database names the target has under
+    /// other names.
+    pub databases: crate::dbmap::DatabaseMap,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,11 +124,11 @@ pub enum AgainstError {
     Archive(#[from] ArchiveError),
     #[error("cannot log in to {address}: {detail}")]
     Connect { address: String, detail: String },
-    #[error("--rollback cannot undo this session: statement #{index} ({label}) is {class}, which commits implicitly; use --read-only, or a throw-away copy without --rollback")]
+    #[error("--rollback cannot undo this session: statement #{index} ({label}) is {why}; use --read-only, or a throw-away copy without --rollback")]
     RollbackImpossible {
         index: i64,
         label: String,
-        class: String,
+        why: String,
     },
 }
 
@@ -619,18 +622,15 @@ pub async fn replay_against<S: SessionSource>(
     cancel: impl std::future::Future<Output = ()>,
 ) -> Result<Report, AgainstError> {
     let statements = source.statements(session_id).await?;
-    if options.rollback {
-        if let Some(st) = statements.iter().find(|s| {
-            matches!(
-                s.statement_class.as_deref(),
-                Some("ddl") | Some("transaction")
-            ) && !(options.read_only)
-                && !s.is_refused()
-        }) {
+    if options.rollback && !options.read_only {
+        if let Some((st, why)) = statements
+            .iter()
+            .find_map(|s| crate::txn::cannot_contain(s).map(|why| (s, why)))
+        {
             return Err(AgainstError::RollbackImpossible {
                 index: st.command_index,
                 label: st.label(),
-                class: st.statement_class.clone().unwrap_or_default(),
+                why,
             });
         }
     }
@@ -651,15 +651,27 @@ pub async fn replay_against<S: SessionSource>(
         ..Default::default()
     };
     if options.rollback {
-        simple(&mut up, "START TRANSACTION")
-            .await
-            .map_err(|detail| AgainstError::Connect {
-                address: dsn.address.clone(),
-                detail,
-            })?;
+        for sql in [
+            "START TRANSACTION",
+            &format!("SAVEPOINT {}", crate::txn::SAVEPOINT),
+        ] {
+            simple(&mut up, sql)
+                .await
+                .map_err(|detail| AgainstError::Connect {
+                    address: dsn.address.clone(),
+                    detail,
+                })?;
+        }
     }
     let mut ids: HashMap<u32, u32> = HashMap::new();
-    let schema_map = match (&dsn.database, &recorded_db) {
+    // The target's name for the recorded database: the DSN's, else the mapped one.
+    let target_db = dsn.database.clone().or_else(|| {
+        let mapped = recorded_db
+            .as_deref()
+            .and_then(|d| options.databases.database(d));
+        mapped.map(str::to_string)
+    });
+    let schema_map = match (&target_db, &recorded_db) {
         (Some(new), Some(old)) if new != old => Some((new.as_str(), old.as_str())),
         _ => None,
     };
@@ -708,6 +720,8 @@ pub async fn replay_against<S: SessionSource>(
                 break;
             }
         }
+        payload =
+            crate::txn::request_for(st, command, payload, options.rollback, &options.databases);
         if command == COM_INIT_DB {
             if let (Some(rec), Some(new)) = (&recorded_db, &dsn.database) {
                 if payload[1..] == *rec.as_bytes() {

@@ -49,12 +49,17 @@ pub enum Entry {
     Same {
         a: i64,
         b: i64,
+        /// A's statement.
         label: String,
+        /// B's statement (the same digest can have other text: literals,
+        /// comments, a mapped database name).
+        label_b: String,
     },
     Changed {
         a: i64,
         b: i64,
         label: String,
+        label_b: String,
         changes: Vec<Change>,
     },
     OnlyA {
@@ -211,6 +216,23 @@ pub fn changes(a: &Statement, b: &Statement) -> Vec<Change> {
     out
 }
 
+/// Compares two sessions, with A's database names mapped to B's first
+/// ([`crate::dbmap::DatabaseMap`]; empty: as recorded).
+pub fn diff_mapped(
+    a_id: &str,
+    a: &[Statement],
+    b_id: &str,
+    b: &[Statement],
+    map: &crate::dbmap::DatabaseMap,
+) -> Diff {
+    if map.is_empty() {
+        return diff(a_id, a, b_id, b);
+    }
+    let a: Vec<Statement> = a.iter().map(|s| map.comparable(map.apply(s))).collect();
+    let b: Vec<Statement> = b.iter().map(|s| map.comparable(s.clone())).collect();
+    diff(a_id, &a, b_id, &b)
+}
+
 /// Compares two sessions.
 pub fn diff(a_id: &str, a: &[Statement], b_id: &str, b: &[Statement]) -> Diff {
     let ka: Vec<String> = a.iter().map(Statement::align_key).collect();
@@ -238,18 +260,20 @@ pub fn diff(a_id: &str, a: &[Statement], b_id: &str, b: &[Statement]) -> Diff {
     for (pi, pj) in pairs {
         push_only(&mut entries, &mut i, &mut j, pi, pj);
         let c = changes(&a[pi], &b[pj]);
-        let label = a[pi].label();
+        let (label, label_b) = (a[pi].label(), b[pj].label());
         entries.push(if c.is_empty() {
             Entry::Same {
                 a: a[pi].command_index,
                 b: b[pj].command_index,
                 label,
+                label_b,
             }
         } else {
             Entry::Changed {
                 a: a[pi].command_index,
                 b: b[pj].command_index,
                 label,
+                label_b,
                 changes: c,
             }
         });
@@ -320,6 +344,7 @@ pub fn render(d: &Diff, colour: bool) -> String {
                 a,
                 b,
                 label,
+                label_b,
                 changes,
             } => {
                 out += &paint(
@@ -327,6 +352,9 @@ pub fn render(d: &Diff, colour: bool) -> String {
                     format!("~ A#{a:<4} B#{b:<4} {}", crate::story::truncate(label, 100)),
                 );
                 out.push('\n');
+                if label_b != label {
+                    out += &format!("      B: {}\n", crate::story::truncate(label_b, 100));
+                }
                 for c in changes {
                     let line = match c {
                         Change::Params { a, b } => {
@@ -410,5 +438,23 @@ mod tests {
         );
         assert!(d.is_different());
         assert!(render(&d, false).contains("result hash: 3 -> 4"));
+    }
+
+    #[test]
+    fn a_mapped_database_name_is_not_a_change() {
+        let run = |db: &str| {
+            let mut s = st(0, &format!("digest-{db}"), "1");
+            s.sql = Some(format!("ALTER TABLE `{db}`.orders ADD c INT"));
+            s.normalized_sql = Some(format!("ALTER TABLE `{db}`.orders ADD c INT"));
+            s.database = Some(db.into());
+            s.tables_written = vec![format!("{db}.orders")];
+            vec![s]
+        };
+        let (a, b) = (run("shop_a"), run("shop_b"));
+        assert_eq!(diff("A", &a, "B", &b).summary.same, 0);
+        let map = crate::dbmap::DatabaseMap::parse(&["shop_a=shop_b".to_string()]).unwrap();
+        let d = diff_mapped("A", &a, "B", &b, &map);
+        assert_eq!(d.summary.same, 1, "{d:?}");
+        assert!(!d.is_different());
     }
 }

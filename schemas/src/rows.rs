@@ -497,7 +497,9 @@ impl SessionRows {
         self.client_addr
             .append_option(start.map(|s| &s.client_addr));
         let attr = |k: &str| start.and_then(|s| s.connect_attrs.get(k));
-        self.client_program.append_option(attr("program_name"));
+        // mysql-connector, PyMySQL and mysql2 name themselves only in `_client_name`.
+        self.client_program
+            .append_option(attr("program_name").or_else(|| attr("_client_name")));
         self.client_name.append_option(attr("_client_name"));
         self.client_version.append_option(attr("_client_version"));
         self.connect_attrs.append_option(

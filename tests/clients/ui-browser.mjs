@@ -8,7 +8,11 @@
 //   - sees the running session on the sessions list (live updates);
 //   - searches sessions by table, opens one, steps through the replay
 //     (step, back, play, pause), opens the table history and a diff;
-//   - runs a SQL query over the archive; is refused the approvals inbox;
+//   - sees the failed statement's error message on its row, and the result
+//     the client saw in the player;
+//   - on the diff, B's statement under "Session B" (not A's);
+//   - runs a SQL query over the archive (columns in SELECT order); is refused
+//     the approvals inbox;
 //     logs out;
 //   - logs in as bob (approver) and approves the held statement from the inbox
 //     (the waiting client then gets its result; the Rust test checks it).
@@ -70,12 +74,12 @@ try {
   // --- Search for a table, open a session ----------------------------------
   await page.fill('input[name=table]', 'orders');
   await Promise.all([page.waitForURL(/table=orders/), page.click('form[action="/"] button')]);
-  const found = await page.locator('main > table tbody tr').count();
+  const found = await page.locator('main .scroll > table tbody tr').count();
   check(found >= 2, `search by table finds both sessions (${found})`);
   await shot(page, 'search-by-table');
   await Promise.all([
     page.waitForURL(`${cfg.ui}/sessions/${cfg.a}`),
-    page.click(`main > table a:text-is("${cfg.a}")`),
+    page.click(`main .scroll > table a:text-is("${cfg.a}")`),
   ]);
 
   // --- Replay: step, back, play, pause ------------------------------------
@@ -102,12 +106,29 @@ try {
   check(timeline.includes("<script>window.__xss=3</script>"), 'recorded SQL text is shown as text');
   check((await page.locator('#timeline script, #timeline img').count()) === 0, 'no markup from the record');
   await noScriptRan(page, 'session');
-  await page.click('#next');
+  // The player shows what the client saw: the first statement's result set.
+  await page.locator('#timeline tbody tr').first().click();
+  await page.waitForFunction(() => document.querySelector('#result table') !== null, null, { timeout: 15000 });
+  check((await page.textContent('#result table')).includes('first'), 'the result the client saw (order 1, note "first")');
+  await page.evaluate(() => window.scrollTo(0, 0));
   await shot(page, 'session-replay');
+
+  // --- B's failed statement says why ---------------------------------------
+  await page.goto(`${cfg.ui}/sessions/${cfg.b}`);
+  const failed = page.locator('#timeline tr.error');
+  check((await failed.count()) === 1, `one failed statement in B (${await failed.count()})`);
+  const why = await failed.locator('td.c-error_message').textContent();
+  check(why.includes('no_such_table') && (await failed.locator('td.c-error_code').textContent()) === '1146',
+    `the failed row says why: ${why}`);
+  await failed.click();
+  await page.waitForFunction(() => document.querySelector('#result p.error')?.textContent.includes('1146'));
 
   // --- Table history, diff -------------------------------------------------
   await page.goto(`${cfg.ui}/tables?name=orders`);
-  check((await page.locator('main > table tbody tr').count()) >= 2, 'table history has rows');
+  check((await page.locator('main .scroll > table tbody tr').count()) >= 2, 'table history has rows');
+  const history = await page.locator('main th').allTextContents();
+  check(history.includes('sql') && history.includes('rows_affected'), `table history has SQL and rows: ${history}`);
+  check((await page.textContent('main .scroll > table')).includes("SET status = 'cancelled'"), 'the SQL text is in the history');
   await shot(page, 'table-history');
   await page.goto(`${cfg.ui}/diff`);
   await page.fill('input[name=a]', cfg.a);
@@ -115,6 +136,11 @@ try {
   await Promise.all([page.waitForURL(/\/diff\?a=/), page.click('form[action="/diff"] button')]);
   const summary = await page.textContent('main > p');
   check(/\d+ same/.test(summary) && /[1-9]\d* changed|[1-9]\d* only in/.test(summary), `the diff finds differences: ${summary}`);
+  const changed = page.locator('#diff tr.changed', { hasText: 'UPDATE' });
+  check((await changed.count()) === 1, 'the two UPDATEs are aligned as changed');
+  const sideA = await changed.locator('td.side-a').textContent();
+  const sideB = await changed.locator('td.side-b').textContent();
+  check(sideA.includes("'shipped'") && sideB.includes("'cancelled'"), `A's SQL under A, B's under B: ${sideA} | ${sideB}`);
   await noScriptRan(page, 'diff');
   await shot(page, 'diff');
 
@@ -124,9 +150,11 @@ try {
   check((await page.inputValue('#sql')).includes('failures'), 'an example query fills the editor');
   await page.fill('#sql', "SELECT subject, command_index, sql FROM statements WHERE sql LIKE '%<script>%' OR sql LIKE '%onerror%' ORDER BY subject, command_index");
   await Promise.all([page.waitForURL(`${cfg.ui}/sql`), page.click('form[action="/sql"] button')]);
-  const result = await page.textContent('main > table');
+  const columns = await page.locator('main .scroll > table th').allTextContents();
+  check(JSON.stringify(columns) === JSON.stringify(['subject', 'command_index', 'sql']), `SELECT order: ${columns}`);
+  const result = await page.textContent('main .scroll > table');
   check(result.includes('<script>window.__xss=3</script>'), 'the query result shows recorded markup as text');
-  check((await page.locator('main > table script, main > table img').count()) === 0, 'no markup from the result');
+  check((await page.locator('main table script, main table img').count()) === 0, 'no markup from the result');
   await noScriptRan(page, 'sql');
   await shot(page, 'sql');
 
