@@ -16,9 +16,6 @@ fuzz_target!(|data: &[u8]| {
         num_columns: 1,
         bound_types: None,
         long_data: (0..num_params).map(|i| long & (1 << (i % 8)) != 0).collect(),
-        analysis: None,
-        database: None,
-        guard: None,
     };
     // Twice: the second run exercises previously bound types.
     let _ = parse(&data[3..], &mut stmt);
