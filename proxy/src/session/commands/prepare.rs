@@ -3,7 +3,6 @@
 
 use chaperone_mysql::protocol::Packet;
 use chaperone_schemas::CommandSummary;
-use chaperone_sql::AnalysisCache;
 
 use super::kill::kill_not_alone;
 use super::{masking_denied, Forward, Judged, Then};
@@ -17,17 +16,10 @@ impl Session {
         summary: &mut CommandSummary,
     ) -> Judged {
         let sql = &packet.payload[1..];
-        let text = String::from_utf8_lossy(sql).into_owned();
-        let analysis = AnalysisCache::shared().analyze(&text);
-        summary.sql = Some(text);
-        analysis.record_into(summary, self.database.as_deref());
-        let mut guard = None;
-        if self.guard.active() {
-            match self.check_statement(sql, &analysis, true, summary).await {
-                Ok(g) => guard = Some(g),
-                Err(e) => return Judged::Guard(e),
-            }
-        }
+        let (analysis, guard) = match self.analyse_and_check(sql, true, summary).await {
+            Ok(checked) => checked,
+            Err(e) => return Judged::Guard(e),
+        };
         if registry::find_kill(sql, &analysis) != KillInText::Absent {
             return Judged::Refuse(kill_not_alone());
         }

@@ -2,6 +2,8 @@
 //! guardrails, checked by masking, and a KILL in it rewritten to the server's
 //! connection id.
 
+use std::sync::Arc;
+
 use chaperone_mysql::protocol::Packet;
 use chaperone_schemas::CommandSummary;
 use chaperone_sql::{Analysis, AnalysisCache};
@@ -19,15 +21,10 @@ impl Session {
         summary: &mut CommandSummary,
     ) -> Judged {
         let sql = &packet.payload[1..];
-        let text = String::from_utf8_lossy(sql).into_owned();
-        let analysis = AnalysisCache::shared().analyze(&text);
-        summary.sql = Some(text);
-        analysis.record_into(summary, self.database.as_deref());
-        if self.guard.active() {
-            if let Err(e) = self.check_statement(sql, &analysis, false, summary).await {
-                return Judged::Guard(e);
-            }
-        }
+        let analysis = match self.analyse_and_check(sql, false, summary).await {
+            Ok((analysis, _)) => analysis,
+            Err(e) => return Judged::Guard(e),
+        };
         let sql_text = summary.sql.as_deref().unwrap_or_default();
         match self
             .masking
@@ -58,10 +55,33 @@ impl Session {
         Judged::Forward(Forward { bytes, then })
     }
 
+    /// A statement's text (COM_QUERY, COM_STMT_PREPARE): analysed once (the
+    /// cache keeps it by text), its facts recorded into the summary, and judged
+    /// by the guardrails when the session has a policy (`prepare`: at PREPARE;
+    /// the verdict is kept with the statement).
+    pub(in crate::session) async fn analyse_and_check(
+        &mut self,
+        sql: &[u8],
+        prepare: bool,
+        summary: &mut CommandSummary,
+    ) -> Result<(Arc<Analysis>, Option<PreparedGuard>), GuardError> {
+        let text = String::from_utf8_lossy(sql).into_owned();
+        let analysis = AnalysisCache::shared().analyze(&text);
+        summary.sql = Some(text);
+        analysis.record_into(summary, self.database.as_deref());
+        if !self.guard.active() {
+            return Ok((analysis, None));
+        }
+        let guard = self
+            .check_statement(sql, &analysis, prepare, summary)
+            .await?;
+        Ok((analysis, Some(guard)))
+    }
+
     /// Judges a statement against the session's policy (`prepare`: at
     /// COM_STMT_PREPARE), noticing a client that leaves while the statement is
     /// held for approval. The summary's SQL text is lent to the check.
-    pub(in crate::session) async fn check_statement(
+    async fn check_statement(
         &mut self,
         bytes: &[u8],
         analysis: &Analysis,
