@@ -427,6 +427,19 @@ struct FramesQuery {
     command_index: i64,
 }
 
+/// The recorded frames of one command of a session.
+async fn command_frames(
+    state: &AppState,
+    id: &str,
+    command_index: i64,
+) -> Result<Vec<chaperone_replayer::model::Frame>, ApiError> {
+    state
+        .sessions
+        .frames(id, command_index)
+        .await
+        .map_err(|e| bad_request(e.to_string()))
+}
+
 /// `GET /api/sessions/{id}/frames?command_index=N`: the frames of one command,
 /// payloads in base64, for faithful replay.
 async fn frames(
@@ -435,11 +448,7 @@ async fn frames(
     Query(q): Query<FramesQuery>,
 ) -> Result<Json<Value>, ApiError> {
     use base64::Engine as _;
-    let frames = state
-        .sessions
-        .frames(&id, q.command_index)
-        .await
-        .map_err(|e| bad_request(e.to_string()))?;
+    let frames = command_frames(&state, &id, q.command_index).await?;
     let frames: Vec<Value> = frames
         .iter()
         .map(|f| {
@@ -462,11 +471,7 @@ async fn result(
     Path(id): Path<String>,
     Query(q): Query<FramesQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let frames = state
-        .sessions
-        .frames(&id, q.command_index)
-        .await
-        .map_err(|e| bad_request(e.to_string()))?;
+    let frames = command_frames(&state, &id, q.command_index).await?;
     let decoded = chaperone_replayer::decode::decode(&frames);
     Ok(Json(json!({
         "session_id": id,

@@ -13,20 +13,12 @@
 
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { check, launchChromium } from './browser.mjs';
 
 const cfg = JSON.parse(process.argv[2]);
 mkdirSync(cfg.artifacts, { recursive: true });
 
-function check(ok, what) {
-  if (!ok) throw new Error(`check failed: ${what}`);
-}
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-dev-shm-usage'],
-});
+const browser = await launchChromium();
 try {
   const context = await browser.newContext({ viewport: { width: 1360, height: 860 } });
   const page = await context.newPage();

@@ -25,21 +25,12 @@
 
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { check, launchChromium } from './browser.mjs';
 
 const cfg = JSON.parse(process.argv[2]);
 mkdirSync(cfg.artifacts, { recursive: true });
 
-function check(ok, what) {
-  if (!ok) throw new Error(`check failed: ${what}`);
-}
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  // Root in a container has no user namespaces for Chromium's sandbox.
-  args: ['--no-sandbox', '--disable-dev-shm-usage'],
-});
+const browser = await launchChromium();
 const done = [];
 try {
   const alice = await browser.newContext({ viewport: { width: 1360, height: 860 } });
